@@ -1,0 +1,3 @@
+from eagle_jax.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Atomic artefact writes and the run directory: a crash never leaves a half-written file.
+
+Every artefact is written to a temporary sibling and renamed into place; a finished
+artefact is reused on the next run (the run directory is the cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+  """Yields a temporary path in the target's folder; renames it onto `path` on success."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+  os.close(fd)
+  tmp = pathlib.Path(tmp)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def write_json(path, obj: Any) -> None:
+  with atomic_path(path) as tmp:
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path) -> Any:
+  return json.loads(pathlib.Path(path).read_text())
+
+
+def write_npz(path, **arrays) -> None:
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+  with np.load(path, allow_pickle=False) as z:
+    return {k: z[k] for k in z.files}
+
+
+def write_text(path, text: str) -> None:
+  with atomic_path(path) as tmp:
+    tmp.write_text(text)
+
+
+def _json_default(obj):
+  if isinstance(obj, (np.generic,)):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  if isinstance(obj, pathlib.Path):
+    return str(obj)
+  raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
