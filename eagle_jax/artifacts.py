@@ -7,6 +7,7 @@ artefact is reused on the next run (the run directory is the cache).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -64,3 +65,15 @@ def _json_default(obj):
   if isinstance(obj, pathlib.Path):
     return str(obj)
   raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def fingerprint(*parts: Any) -> str:
+  """A short stable hash of the inputs a stage depends on (configs, sources)."""
+  blob = json.dumps(parts, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def stage_done(workdir, name: str, key: str) -> bool:
+  """A stage is finished when its manifest (written last) exists with the same fingerprint."""
+  manifest = pathlib.Path(workdir) / f"{name}.json"
+  return manifest.is_file() and read_json(manifest).get("fingerprint") == key

@@ -1,0 +1,31 @@
+"""The CLI: --help lists the stages, user errors exit 2 with one line and no traceback."""
+
+import subprocess
+import sys
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", "eagle_jax", *args], capture_output=True,
+                        text=True, timeout=120)
+
+
+def test_help_lists_commands():
+  out = _run("--help")
+  assert out.returncode == 0
+  assert "prepare" in out.stdout
+
+
+def test_unknown_config_key_is_one_line_error(tmp_path):
+  out = _run("prepare", "--workdir", str(tmp_path / "run"), "--config.als.dimm=3")
+  assert out.returncode == 2
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: unknown config key 'als.dimm'")
+  assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_dir_is_one_line_error(tmp_path):
+  out = _run("prepare", "--workdir", str(tmp_path / "run"), "--data", str(tmp_path / "nope"))
+  assert out.returncode == 2, out.stderr
+  assert "Traceback" not in out.stderr
+  assert str(tmp_path / "nope") in out.stderr
+  assert not (tmp_path / "run").exists()
