@@ -31,3 +31,10 @@ bench: bench-llm bench-design
 
 clean:
 	rm -rf runs/demo runs/smoke .pytest_cache
+
+# Pod-scale training on Cloud TPU (see tpu/launch.sh --help for the variables).
+tpu-train:
+	bash tpu/launch.sh
+
+tpu-dry-run:
+	DRY_RUN=1 bash tpu/launch.sh

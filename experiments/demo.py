@@ -64,6 +64,63 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.llm.batch_size = 16
   c.llm.prompt_buckets = (128, 256, 512)
 
+  # The environment transition: the LLM rewrites the description following the action.
+  c.env = ml_collections.ConfigDict()
+  c.env.prompt_template = (
+      "Here is a movie description: {entity}\n{context}Rewrite the description following this "
+      "change: {action}. Keep it a single paragraph of at most 3 sentences. Answer with the new "
+      "description only.")
+  c.env.context_template = "It is written for this viewer: {profile}\n"
+  c.env.personalise = False  # Put the user's profile into the rewrite prompt.
+
+  # Anchors and candidate actions (paper: 50 generic + 50 personalised per movie).
+  c.actions = ml_collections.ConfigDict()
+  c.actions.num_anchors = 24  # (movie, user) pairs; a held-out fraction is kept for evaluation.
+  c.actions.heldout_fraction = 0.25
+  c.actions.num_generic = 10
+  c.actions.num_personalised = 10
+  c.actions.source = "library"  # "library" | "llm" | "mixed"
+
+  # Myopic G-optimal design over the candidates' next-state latents (paper: subsets of 10).
+  c.design = ml_collections.ConfigDict()
+  c.design.subset_size = 6
+  c.design.eps = 0.01
+  c.design.max_iters = 10_000
+  c.design.method = "frank_wolfe"  # or "rejection" (the paper's sampler)
+  c.design.rejection_c = 1.0
+  c.design.subset = "top"  # "top" support weights or "sample" from the design
+
+  # Reference policy pi_ref: SFT of the scorer network on a distribution over candidates.
+  c.reference = ml_collections.ConfigDict()
+  c.reference.kind = "goptimal"  # "uniform" | "optimistic" | "goptimal"
+  c.reference.hidden = 256
+  c.reference.lr = 1e-3
+  c.reference.steps = 300
+
+  # Policy gradient: REINFORCE + value baseline + GAE, alpha * KL(pi || pi_ref).
+  c.rl = ml_collections.ConfigDict()
+  c.rl.horizon = 2  # Paper: 5 edits; 2 keeps the CPU demo in minutes.
+  c.rl.iterations = 12
+  c.rl.batch_size = 16  # Episodes per update (global batch, sharded over devices).
+  c.rl.policy_lr = 3e-4
+  c.rl.value_lr = 1e-3
+  c.rl.gamma = 1.0
+  c.rl.gae_lambda = 0.95
+  c.rl.kl_alpha = 0.05
+  c.rl.entropy_coef = 0.01
+  c.rl.value_coef = 0.5
+  c.rl.max_grad_norm = 1.0
+  c.rl.reward = "terminal"  # or "delta": per-step utility differences.
+  c.rl.regenerate_actions = False  # True: new candidates for every visited state.
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 2
+  c.checkpoint.keep = 3
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.episodes_per_pair = 2
+  c.eval.best_of_n = 4
+
   if arg == "smoke":
     c.workdir = "runs/smoke"
     c.als.iterations = 3
