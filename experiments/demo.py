@@ -83,7 +83,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # Myopic G-optimal design over the candidates' next-state latents (paper: subsets of 10).
   c.design = ml_collections.ConfigDict()
-  c.design.subset_size = 6
+  c.design.subset_size = 10  # >= latent dim, so the subset design can span Z
   c.design.eps = 0.01
   c.design.max_iters = 10_000
   c.design.method = "frank_wolfe"  # or "rejection" (the paper's sampler)

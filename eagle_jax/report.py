@@ -1,0 +1,63 @@
+"""The per-run PNG report: learning curves, policy comparison, and trajectories in latent space."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # Headless: the report is a file.
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from eagle_jax import artifacts  # noqa: E402
+
+CURVES = ("reward/mean", "utility/rating", "utility/distance", "loss/kl", "loss/entropy",
+          "loss/value")
+
+
+def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and top-2 principal axes of `points` [N, d]."""
+  mean = points.mean(0)
+  _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
+  return mean, vt[:2].T
+
+
+def write_report(path, *, history: list[dict], comparison: dict[str, dict],
+                 catalogue_z: np.ndarray, trajectories: np.ndarray, anchor_z: np.ndarray,
+                 title: str) -> None:
+  """history: metrics rows; comparison: policy -> {mean, ci95}; trajectories [E, H+1, d]."""
+  fig, axes = plt.subplots(2, 4, figsize=(20, 9))
+  fig.suptitle(title)
+  for ax, key in zip(axes.flat[:6], CURVES):
+    rows = [(r["step"], r[key]) for r in history if key in r]
+    if rows:
+      steps, values = zip(*rows)
+      ax.plot(steps, values, marker=".")
+    ax.set_title(key)
+    ax.set_xlabel("iteration")
+
+  ax = axes.flat[6]
+  names = list(comparison)
+  means = [comparison[n]["mean"] for n in names]
+  cis = [comparison[n]["ci95"] for n in names]
+  ax.bar(range(len(names)), means, yerr=cis, capsize=4,
+         color=["tab:red" if n == "eagle" else "tab:gray" for n in names])
+  ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+  ax.set_title("held-out terminal utility (95% CI)")
+
+  ax = axes.flat[7]
+  mean, axes2 = pca_2d(catalogue_z)
+  proj = lambda z: (z - mean) @ axes2  # noqa: E731
+  ax.scatter(*proj(catalogue_z).T, s=4, c="lightgray", label="catalogue")
+  for traj in trajectories:
+    p = proj(traj)
+    ax.plot(p[:, 0], p[:, 1], "-", c="tab:red", alpha=0.5, lw=1)
+    ax.scatter(p[-1:, 0], p[-1:, 1], s=14, c="tab:red", marker="x")
+  ax.scatter(*proj(anchor_z).T, s=24, c="tab:blue", label="anchors")
+  ax.set_title("latent space (PCA): anchors -> edited movies")
+  ax.legend(loc="best", fontsize=8)
+  fig.tight_layout()
+  with artifacts.atomic_path(path) as tmp:
+    fig.savefig(tmp, format="png", dpi=90)
+  plt.close(fig)
