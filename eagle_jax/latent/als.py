@@ -61,7 +61,8 @@ def _check_ratings(user_idx, item_idx, ratings, num_users: int, num_items: int) 
       bad = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
       raise EagleError(f"ratings: {name}[{bad}] = {idx[bad]} is outside [0, {n})")
   if not np.all(np.isfinite(ratings)):
-    raise EagleError(f"ratings: rating[{int(np.flatnonzero(~np.isfinite(ratings))[0])}] is not finite")
+    bad = int(np.flatnonzero(~np.isfinite(ratings))[0])
+    raise EagleError(f"ratings: rating[{bad}] = {ratings[bad]} is not finite")
   return Ratings(user_idx.astype(np.int32), item_idx.astype(np.int32), ratings.astype(np.float32))
 
 
@@ -134,16 +135,18 @@ def fit_als(user_idx, item_idx, ratings, num_users: int, num_items: int, *, dim:
             seed: int = 0, progress: bool = True) -> AlsModel:
   """Fits user and item factors by alternating exact least-squares solves.
 
-  Users and items without ratings get the zero vector (explicit) or the regularised solution
-  (implicit, which is also zero since their b is zero). Deterministic for a seed.
+  Users and items without ratings get the zero vector (their right-hand side b is zero).
+  Deterministic for a seed.
   """
   if dim < 1 or iterations < 1:
-    raise EagleError(f"als: dim and iterations must be >= 1, got dim={dim}, iterations={iterations}")
+    raise EagleError(
+        f"als: dim and iterations must be >= 1, got dim={dim}, iterations={iterations}")
   if reg <= 0:
     raise EagleError(f"als: reg must be > 0 so that every normal equation is solvable, got {reg}")
   data = _check_ratings(user_idx, item_idx, ratings, num_users, num_items)
   if implicit and (alpha <= 0 or data.rating.size and data.rating.min() < 0):
-    raise EagleError("als: implicit mode needs alpha > 0 and ratings >= 0 (confidence 1 + alpha*r)")
+    raise EagleError(
+        "als: implicit mode needs alpha > 0 and ratings >= 0 (confidence 1 + alpha * r)")
   users, items, rating, valid = _chunked(data, dim)
   # Solving users first means only the item initialisation matters.
   x = jnp.zeros((num_users, dim), jnp.float32)
@@ -170,9 +173,10 @@ def split_ratings(user_idx, item_idx, ratings, test_fraction: float,
   """Holds out round(test_fraction * n_u) random ratings of each user, leaving >= 1 in train."""
   if not 0.0 < test_fraction < 1.0:
     raise EagleError(f"split_ratings: test_fraction must be in (0, 1), got {test_fraction}")
-  user_idx = np.asarray(user_idx)
-  num_users = int(user_idx.max()) + 1 if user_idx.size else 0
-  data = _check_ratings(user_idx, item_idx, ratings, num_users, np.iinfo(np.int32).max)
+  user_idx, item_idx = np.asarray(user_idx), np.asarray(item_idx)
+  num_users = int(np.max(user_idx, initial=-1)) + 1
+  num_items = int(np.max(item_idx, initial=-1)) + 1
+  data = _check_ratings(user_idx, item_idx, ratings, num_users, num_items)
   rng = np.random.default_rng(seed)
   order = np.lexsort((rng.random(len(data.rating)), data.user_idx))  # by user, shuffled within
   counts = np.bincount(data.user_idx, minlength=num_users)
@@ -194,19 +198,28 @@ def _hits_at_k(user_vecs, item_factors, popularity, seen, relevant, *, k: int):
   return hits(user_vecs @ item_factors.T), hits(jnp.broadcast_to(popularity, seen.shape))
 
 
-def _dense_rows(ratings: Ratings, rows: np.ndarray, num_users: int, num_items: int,
+def _csr(ratings: Ratings, num_users: int) -> tuple[np.ndarray, np.ndarray]:
+  """Items grouped by user and each user's offset into them (CSR rows)."""
+  order = np.argsort(ratings.user_idx, kind="stable")
+  offsets = np.concatenate([[0], np.cumsum(np.bincount(ratings.user_idx, minlength=num_users))])
+  return ratings.item_idx[order], offsets
+
+
+def _dense_rows(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray, num_items: int,
                 batch: int) -> np.ndarray:
-  """A [batch, num_items] mask of the items each of `rows` has in `ratings`; zero padded."""
-  local = np.full(num_users, -1)
-  local[rows] = np.arange(len(rows))
-  keep = local[ratings.user_idx] >= 0
+  """A [batch, num_items] mask of the items of each of `rows`; rows past len(rows) are empty."""
+  items, offsets = csr
+  lengths = offsets[rows + 1] - offsets[rows]
+  local = np.repeat(np.arange(len(rows)), lengths)
+  # Position of every item of the batch in `items`: its row's start plus its rank in the row.
+  pos = np.arange(lengths.sum()) + np.repeat(offsets[rows] - np.cumsum(lengths) + lengths, lengths)
   mask = np.zeros((batch, num_items), bool)
-  mask[local[ratings.user_idx[keep]], ratings.item_idx[keep]] = True
+  mask[local, items[pos]] = True
   return mask
 
 
 def evaluate_als(model: AlsModel, train: Ratings, test: Ratings, k: int = 10,
-                 relevant_rating: float = 4.0) -> dict[str, float]:
+                 relevant_rating: float = 4.0, progress: bool = True) -> dict[str, float]:
   """Held-out RMSE and recall@k against a popularity and a global-mean baseline.
 
   recall@k: for each user with a held-out rating >= `relevant_rating`, the share of those
@@ -231,21 +244,24 @@ def evaluate_als(model: AlsModel, train: Ratings, test: Ratings, k: int = 10,
   eval_users = np.flatnonzero(num_relevant)
   popularity = jnp.asarray(np.bincount(train.item_idx, minlength=num_items), jnp.float32)
   batch = max(1, _SCORE_FLOATS // num_items)
+  train_csr, relevant_csr = _csr(train, num_users), _csr(rel_test, num_users)
   recall, pop_recall = [], []
-  for start in range(0, len(eval_users), batch):
+  for start in tqdm.trange(0, len(eval_users), batch, desc="recall@k", unit="batch",
+                           disable=not progress, leave=False):
     rows = eval_users[start:start + batch]
     size = batch if len(eval_users) > batch else len(rows)  # Fixed shape: compiles once.
     als_hits, pop_hits = _hits_at_k(
         model.user_factors[np.pad(rows, (0, size - len(rows)))], model.item_factors, popularity,
-        _dense_rows(train, rows, num_users, num_items, size),
-        _dense_rows(rel_test, rows, num_users, num_items, size), k=k)
+        _dense_rows(train_csr, rows, num_items, size),
+        _dense_rows(relevant_csr, rows, num_items, size), k=k)
     denom = num_relevant[rows]
     recall.append(np.asarray(als_hits)[:len(rows)] / denom)
     pop_recall.append(np.asarray(pop_hits)[:len(rows)] / denom)
+  average = lambda parts: float(np.mean(np.concatenate(parts))) if parts else float("nan")
   return {
       "rmse": float(np.sqrt(sq_err / len(test.rating))),
       "global_mean_rmse": float(np.sqrt(np.mean((test.rating - mean) ** 2))),
-      f"recall@{k}": float(np.mean(np.concatenate(recall))) if recall else float("nan"),
-      f"popularity_recall@{k}": float(np.mean(np.concatenate(pop_recall))) if recall else float("nan"),
+      f"recall@{k}": average(recall),
+      f"popularity_recall@{k}": average(pop_recall),
       "eval_users": int(len(eval_users)),
   }
