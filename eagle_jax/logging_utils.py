@@ -7,15 +7,21 @@ import pathlib
 
 import jax
 
+from eagle_jax import artifacts
+
 
 class MetricsLogger:
   """Writes scalars to TensorBoard (`tensorboard --logdir <workdir>/tb`) and metrics.jsonl."""
 
-  def __init__(self, workdir, *, enabled: bool | None = None):
+  def __init__(self, workdir, *, enabled: bool | None = None, truncate_after: int | None = None):
+    """truncate_after: drop logged steps beyond it (a resumed run replays them)."""
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.path = pathlib.Path(workdir) / "metrics.jsonl"
     self._writer = None
     if self.enabled:
+      if truncate_after is not None:
+        kept = [r for r in read_metrics(workdir) if r["step"] <= truncate_after]
+        artifacts.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
       from tensorboardX import SummaryWriter
       self.path.parent.mkdir(parents=True, exist_ok=True)
       self._writer = SummaryWriter(str(pathlib.Path(workdir) / "tb"))

@@ -163,7 +163,7 @@ def _fit_latent(config, catalogue, workdir, key, verbose):
   train, test = als.split_ratings(user_idx, item_idx, r.values, c.test_fraction, config.seed)
   _log(verbose, f"ALS on {len(train[0])} train ratings (held out {len(test[0])})")
   model = als.fit_als(*train, len(user_ids), len(movie_ids), progress=verbose, **hyper)
-  metrics = als.evaluate_als(model, train, test, k=c.recall_k)
+  metrics = als.evaluate_als(model, train, test, k=c.recall_k, progress=verbose)
   # The artefact is refit on every rating: the split only measures generalisation.
   model = als.fit_als(user_idx, item_idx, r.values, len(user_ids), len(movie_ids),
                       progress=verbose, **hyper)
@@ -204,9 +204,10 @@ def user_rank_correlation(user_z, pred_z, true_z) -> float:
 
 
 def _format_latent(m) -> str:
+  k = next(key.split("@")[1] for key in m if key.startswith("recall@"))
   return (f"latent space (ALS d={m['dim']}, reg={m['reg']}): held-out RMSE {m['rmse']:.3f} "
-          f"(global mean {m['rmse_global_mean']:.3f}); recall@{m['k']} {m['recall']:.3f} "
-          f"vs popularity {m['recall_popularity']:.3f}")
+          f"(global mean {m['global_mean_rmse']:.3f}); recall@{k} {m[f'recall@{k}']:.3f} "
+          f"vs popularity {m[f'popularity_recall@{k}']:.3f}")
 
 
 def _format_head(m) -> str:

@@ -11,10 +11,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-import numpy as np
-
-from eagle_jax import artifacts
-from eagle_jax.config import load_config
+from eagle_jax.commands.common import add_run_args, config_from_args
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -23,21 +20,15 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                       "(overrides config.data.source)")
   parser.add_argument("--descriptions", help="item text: 'movielens' or a CSV with columns "
                       "movieId,description (overrides config.data.descriptions)")
-  parser.add_argument("--workdir", help="run directory (overrides config.workdir)")
+  add_run_args(parser)
 
 
-def config_from_args(args):
-  overrides = list(args.overrides)
-  for flag, key in (("data", "data.source"), ("descriptions", "data.descriptions"),
-                    ("workdir", "workdir")):
-    if getattr(args, flag, None):
-      overrides.append(f"{key}={getattr(args, flag)!r}")
-  return load_config(args.config, overrides)
+DATA_FLAGS = (("data", "data.source"), ("descriptions", "data.descriptions"))
 
 
 def run(args) -> int:
   from eagle_jax import prepared
-  config = config_from_args(args)
+  config = config_from_args(args, DATA_FLAGS)
   workdir = pathlib.Path(config.workdir)
   print(f"run directory: {workdir}")
   bundle = prepared.prepare(config, verbose=True)

@@ -1,0 +1,49 @@
+"""Shared CLI glue: config from flags, the environment LLM, and the stage artefacts."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from eagle_jax.config import load_config
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--workdir", help="run directory (overrides config.workdir)")
+
+
+def config_from_args(args, extra: tuple[tuple[str, str], ...] = ()):
+  """The config file plus --config.* overrides plus the flags that alias config keys."""
+  overrides = list(args.overrides)
+  for flag, key in (("workdir", "workdir"),) + extra:
+    value = getattr(args, flag, None)
+    if value:
+      overrides.append(f"{key}={value!r}")
+  return load_config(args.config, overrides)
+
+
+def build_environment(config):
+  """The environment LLM: model, sharded sampler, rewrite prompt from the config."""
+  from eagle_jax import distributed, env
+  from eagle_jax.llm import sampler as sampler_lib
+  from eagle_jax.llm.weights import load_model
+  c = config.llm
+  model = load_model(c.model, dtype=c.dtype)
+  sampler = sampler_lib.Sampler(model, buckets=tuple(c.prompt_buckets), batch_size=c.batch_size,
+                                mesh=distributed.make_mesh())
+  return env.EnvironmentLLM(
+      sampler, prompt_template=config.env.prompt_template, max_new_tokens=c.max_new_tokens,
+      strategy=sampler_lib.make_strategy(c.temperature, c.top_k, c.top_p),
+      few_shot=model.chat_template is None)
+
+
+def generate_fn(environment, config):
+  """Plain prompt -> text with the environment's sampler (action lists, profile summaries)."""
+  def fn(prompts):
+    return environment.sampler.sample(prompts, max_new_tokens=config.llm.max_new_tokens * 2,
+                                      strategy=environment.strategy, seed=config.seed).texts
+  return fn
+
+
+def workdir(config) -> pathlib.Path:
+  return pathlib.Path(config.workdir)

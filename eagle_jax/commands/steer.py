@@ -1,0 +1,60 @@
+"""`steer`: apply a trained EAGLE policy to any movie and user, step by step.
+
+  python -m eagle_jax steer --config experiments/demo.py --movie "Toy Story (1995)" --user 42
+
+Prints the H-step edited description with the action taken and the utility at each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from eagle_jax.commands import common
+from eagle_jax.errors import EagleError
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+  common.add_run_args(parser)
+  parser.add_argument("--checkpoint", help="an `export` directory or a training checkpoints "
+                      "directory (default: <workdir>/checkpoints, latest step)")
+  parser.add_argument("--movie", required=True,
+                      help='"Title (Year)", a title, or movieId:<id>')
+  parser.add_argument("--user", type=int, required=True, help="MovieLens user id")
+  parser.add_argument("--seed", type=int, default=0, help="environment sampling seed")
+
+
+def load_policy(path: pathlib.Path):
+  from eagle_jax import checkpoint
+  if not path.is_dir():
+    raise EagleError(f"checkpoint {path} not found (train first, or pass --checkpoint)")
+  if any(p.name.isdigit() for p in path.iterdir()):  # A training checkpoint directory.
+    with checkpoint.Checkpointer(path) as ckpt:
+      step = ckpt.latest_step()
+      return ckpt.restore({"params": ckpt.abstract_params(step)}, step).params["policy"]
+  return checkpoint.load_exported(path, None)["policy"]  # Shapes from the saved metadata.
+
+
+def run(args) -> int:
+  from eagle_jax import candidates, prepared, rollout, train
+  config = common.config_from_args(args)
+  world = prepared.load(config)
+  item = world.item_of_query(args.movie)
+  world.user_row(args.user)  # Fails early with the valid id range.
+  environment = common.build_environment(config)
+  generate = common.generate_fn(environment, config) if config.actions.source != "library" else None
+  table = candidates.single_anchor(world, config, item, args.user, generate)
+  runner = rollout.EpisodeRunner(world, table, environment, horizon=config.rl.horizon,
+                                 personalise=config.env.personalise)
+  scorer, _ = train.networks(config, config.rl.horizon)
+  path = pathlib.Path(args.checkpoint) if args.checkpoint else common.workdir(config) / "checkpoints"
+  policy = load_policy(path)
+  ep = runner.run([0], rollout.scorer_policy(scorer, policy, runner, greedy=True), seed=args.seed)
+  print(f"{world.title(item)} for user {args.user}")
+  for t in range(config.rl.horizon + 1):
+    print(f"\nx_{t}: U = {ep.utility[0, t]:.3f} (rating {ep.rating[0, t]:.3f}, "
+          f"distance {ep.distance[0, t]:.3f})")
+    print(f"  {ep.texts[0][t]}")
+    if t < config.rl.horizon:
+      print(f"  action: {table.actions[0][ep.chosen[0, t]]}")
+  return 0

@@ -1,0 +1,62 @@
+"""Policy comparison on held-out (movie, user) anchors, with 95% confidence intervals.
+
+All policies run the same anchors with the same environment seeds (common random numbers):
+EAGLE (the trained policy, argmax), the reference policy alone (argmax), random actions,
+greedy one-step look-ahead in the real environment (K rewrites per decision), and
+best-of-N random episodes (picked by the true utility: N times the LLM calls).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eagle_jax import rollout
+
+
+def mean_ci(x) -> dict:
+  x = np.asarray(x, np.float64)
+  half = 1.96 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+  return {"mean": float(x.mean()), "ci95": float(half), "n": int(len(x))}
+
+
+def _summary(episodes: rollout.Episodes, terminal: np.ndarray | None = None) -> dict:
+  terminal = episodes.utility[:, -1] if terminal is None else terminal
+  return {**mean_ci(terminal),
+          "rating": float(episodes.rating[:, -1].mean()),
+          "distance": float(episodes.distance[:, -1].mean()),
+          "gain_over_anchor": mean_ci(terminal - episodes.utility[:, 0]),
+          "degenerate": int(episodes.degenerate)}
+
+
+def compare_policies(runner: rollout.EpisodeRunner, scorer, policy_params, ref_params,
+                     anchors: np.ndarray, *, episodes_per_pair: int, best_of_n: int,
+                     seed: int, greedy_baseline: bool = True) -> tuple[dict, dict]:
+  """Returns ({policy: summary}, {policy: Episodes of the first repetition})."""
+  anchors = np.repeat(np.asarray(anchors), episodes_per_pair)
+  env_seed = 10_000 + seed  # Disjoint from the training seeds.
+  runs = {
+      "eagle": rollout.scorer_policy(scorer, policy_params, runner, greedy=True),
+      "reference": rollout.scorer_policy(scorer, ref_params, runner, greedy=True),
+      "random": rollout.random_policy(runner, seed),
+  }
+  if greedy_baseline:
+    runs["greedy_one_step"] = rollout.greedy_one_step_policy(runner, env_seed)
+  results, episodes = {}, {}
+  for name, choose in runs.items():
+    ep = runner.run(anchors, choose, seed=env_seed)
+    results[name], episodes[name] = _summary(ep), ep
+    print(f"  {name:>16}: U(x_H) = {results[name]['mean']:.3f} ± {results[name]['ci95']:.3f}",
+          flush=True)
+  if best_of_n > 1:
+    tries = [runner.run(anchors, rollout.random_policy(runner, seed + 1 + i), seed=env_seed + 1 + i)
+             for i in range(best_of_n)]
+    best = np.max(np.stack([t.utility[:, -1] for t in tries]), axis=0)
+    name = f"best_of_{best_of_n}"
+    results[name] = _summary(tries[0], terminal=best)
+    results[name]["degenerate"] = int(sum(t.degenerate for t in tries))
+    print(f"  {name:>16}: U(x_H) = {results[name]['mean']:.3f} ± {results[name]['ci95']:.3f}",
+          flush=True)
+  eagle = episodes["eagle"].utility[:, -1]
+  for name in ("random", "reference"):
+    results[f"eagle_minus_{name}"] = mean_ci(eagle - episodes[name].utility[:, -1])
+  return results, episodes
