@@ -57,7 +57,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.llm = ml_collections.ConfigDict()
   c.llm.model = "smollm2"  # "smollm2", "gemma3-270m", an HF checkpoint dir or a .gguf file.
   c.llm.dtype = "float32"
-  c.llm.max_new_tokens = 96
+  c.llm.max_new_tokens = 64  # ~3 sentences; rewrites are cut at the last sentence end.
   c.llm.temperature = 0.7
   c.llm.top_k = 0
   c.llm.top_p = 0.95
@@ -75,15 +75,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # Anchors and candidate actions (paper: 50 generic + 50 personalised per movie).
   c.actions = ml_collections.ConfigDict()
-  c.actions.num_anchors = 24  # (movie, user) pairs; a held-out fraction is kept for evaluation.
+  c.actions.num_anchors = 16  # (movie, user) pairs; a held-out fraction is kept for evaluation.
   c.actions.heldout_fraction = 0.25
-  c.actions.num_generic = 10
-  c.actions.num_personalised = 10
+  c.actions.num_generic = 6  # Paper: 50 + 50; every candidate costs one rewrite in `design`.
+  c.actions.num_personalised = 6
   c.actions.source = "library"  # "library" | "llm" | "mixed"
 
   # Myopic G-optimal design over the candidates' next-state latents (paper: subsets of 10).
   c.design = ml_collections.ConfigDict()
-  c.design.subset_size = 10  # >= latent dim, so the subset design can span Z
+  c.design.subset_size = 8  # >= latent dim, so the subset design can span Z (paper: 10)
   c.design.eps = 0.01
   c.design.max_iters = 10_000
   c.design.method = "frank_wolfe"  # or "rejection" (the paper's sampler)
@@ -100,7 +100,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Policy gradient: REINFORCE + value baseline + GAE, alpha * KL(pi || pi_ref).
   c.rl = ml_collections.ConfigDict()
   c.rl.horizon = 2  # Paper: 5 edits; 2 keeps the CPU demo in minutes.
-  c.rl.iterations = 12
+  c.rl.iterations = 8
   c.rl.batch_size = 16  # Episodes per update (global batch, sharded over devices).
   c.rl.policy_lr = 3e-4
   c.rl.value_lr = 1e-3
@@ -119,7 +119,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.episodes_per_pair = 2
-  c.eval.best_of_n = 4
+  c.eval.best_of_n = 2
+  c.eval.greedy_baseline = False  # K rewrites per decision: the costliest baseline.
 
   if arg == "smoke":
     c.workdir = "runs/smoke"

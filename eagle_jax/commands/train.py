@@ -45,7 +45,8 @@ def run(args) -> int:
   print(f"held-out comparison on {len(heldout)} unseen (movie, user) anchors:")
   results, episodes = evaluate.compare_policies(
       runner, scorer, policy, ref_params, heldout, episodes_per_pair=config.eval.episodes_per_pair,
-      best_of_n=config.eval.best_of_n, seed=config.seed)
+      best_of_n=config.eval.best_of_n, seed=config.seed,
+      greedy_baseline=config.eval.greedy_baseline)
   artifacts.write_json(workdir / "eval.json", results)
   eagle = episodes["eagle"]
   report.write_report(
