@@ -1,0 +1,127 @@
+"""Multi-host setup, the device mesh, and placing data on it.
+
+The same program runs on every host (`jax.distributed` is multi-controller): each host
+rolls out its own episodes, `shard_batch` stitches the host-local rows into one global
+batch on the mesh's `data` axis, and the jitted update sees the global batch. On one host
+every function here degenerates gracefully (no initialisation, local data = global data).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from eagle_jax.errors import EagleError
+
+DATA_AXIS = "data"
+
+# Beyond JAX_COORDINATOR_ADDRESS (read by JAX itself), JAX only detects the process count
+# and index on known clusters (TPU pods, SLURM, Open MPI, ...). These two let a hand-made
+# launch (e.g. two processes on one machine) say them too.
+_NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
+_PROCESS_ID_ENV = "JAX_PROCESS_ID"
+
+
+def _env_flag(name: str) -> bool | None:
+  value = os.environ.get(name)
+  if value is None or value == "":
+    return None
+  if value.lower() in ("1", "true", "yes"):
+    return True
+  if value.lower() in ("0", "false", "no"):
+    return False
+  raise EagleError(f"environment variable {name}={value!r}: expected 1/0 (or true/false)")
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if value is None:
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise EagleError(f"environment variable {name}={value!r}: expected an integer") from None
+
+
+def initialize(enabled: bool | None = None) -> bool:
+  """Joins the multi-host job when asked to; returns whether JAX runs distributed.
+
+  Asked to by `enabled`, else by `EAGLE_DISTRIBUTED=1`, else by a set
+  `JAX_COORDINATOR_ADDRESS`. Must run before anything touches a device. On a TPU pod or
+  SLURM, JAX finds the coordinator and process ids itself; elsewhere set
+  JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+  """
+  if enabled is None:
+    enabled = _env_flag("EAGLE_DISTRIBUTED")
+  if enabled is None:
+    enabled = bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+  if not enabled:
+    return False
+  if jax.distributed.is_initialized():
+    return True
+  try:
+    jax.distributed.initialize(num_processes=_env_int(_NUM_PROCESSES_ENV),
+                               process_id=_env_int(_PROCESS_ID_ENV))
+  except (ValueError, RuntimeError) as e:
+    raise EagleError(
+        f"jax.distributed.initialize failed: {e} (on a TPU pod or SLURM it needs no "
+        f"settings; elsewhere set JAX_COORDINATOR_ADDRESS=host:port, {_NUM_PROCESSES_ENV} "
+        f"and {_PROCESS_ID_ENV})") from e
+  return True
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+  """A 1-D mesh with a `data` axis over the first `num_devices` devices (default: all).
+
+  Auto axis types: the compiler propagates shardings (Explicit meshes reject some
+  contractions over a sharded batch).
+  """
+  devices = jax.devices()
+  n = len(devices) if num_devices is None else num_devices
+  if not 1 <= n <= len(devices):
+    raise EagleError(f"mesh of {n} devices requested, but {len(devices)} are available")
+  return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:n])
+
+
+def shard_batch(mesh: Mesh, host_local_batch: Any) -> Any:
+  """Assembles every host's rows into one global batch sharded on the `data` axis.
+
+  Each host passes its own rows (the same number on every host); on one host this is just a
+  sharded device_put. Works for any pytree of arrays with a leading batch dimension.
+  """
+  sharding = NamedSharding(mesh, P(DATA_AXIS))
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+      host_local_batch)
+
+
+def replicate(mesh: Mesh, tree: Any) -> Any:
+  """Places a pytree (params, optimizer state, typed PRNG keys) replicated on every mesh
+  device, on every host; leaves already replicated on this mesh are kept as they are.
+
+  Every host must pass the same values (e.g. params initialised from the same seed). Other
+  leaves go through a host copy: a device array cannot be put directly onto devices of
+  other hosts, and the copy never aliases the caller's buffers (safe to donate).
+  """
+  sharding = NamedSharding(mesh, P())
+
+  def put(x):
+    # Only an exact match is kept: an equivalent SingleDeviceSharding would make a jitted
+    # update see a new input type on its second call, and recompile.
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+      return x
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)),
+                                      impl=jax.random.key_impl(x))
+    return jax.device_put(np.array(x), sharding)
+
+  return jax.tree.map(put, tree)
+
+
+def is_main_process() -> bool:
+  """Whether this is process 0: the one that logs, prints and writes shared artefacts."""
+  return jax.process_index() == 0
