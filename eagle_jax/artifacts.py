@@ -25,6 +25,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   os.close(fd)
   tmp = pathlib.Path(tmp)
+  os.chmod(tmp, 0o644)  # mkstemp's 0600 would make every artefact private to its writer.
   try:
     yield tmp
     os.replace(tmp, path)
