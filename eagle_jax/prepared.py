@@ -179,7 +179,8 @@ def _fit_head(config, emb, item_z, latent, workdir, key, verbose):
   n_test = max(1, int(round(c.test_fraction * len(emb))))
   test, train = order[:n_test], order[n_test:]
   hyper = dict(hidden=c.head_hidden, lr=c.head_lr, steps=c.head_steps,
-               weight_decay=c.head_weight_decay, seed=config.seed)
+               weight_decay=c.head_weight_decay,
+               hidden_weight_decay=c.head_hidden_weight_decay, seed=config.seed)
   params, _ = regression_head.fit_head(emb[train], item_z[train], progress=verbose, **hyper)
   metrics = {f"heldout_{k}": v for k, v in
              regression_head.evaluate_head(params, emb[test], item_z[test]).items()}
