@@ -109,9 +109,10 @@ def train_reference(scorer: nets.ActionScorer, train: rl.SFTBatch, heldout: rl.S
   step_fn = rl.make_sft_step(optimizer, scorer, mesh)
   batch = _pad_to(train, mesh.shape["data"])
   bar = tqdm.trange(steps, desc="reference SFT", disable=not progress)
-  for _ in bar:
+  for i in bar:
     state, m = step_fn(state, batch)
-    bar.set_postfix(loss=f"{float(m['loss']):.3f}")
+    if i % 50 == 0 or i == steps - 1:  # Reading the loss syncs: not every step.
+      bar.set_postfix(loss=f"{float(m['loss']):.3f}")
   metrics = {f"train_{k}": float(v) for k, v in
              rl.reference_metrics(scorer, state.params, train).items()}
   if heldout is not None:

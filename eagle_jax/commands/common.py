@@ -37,6 +37,16 @@ def build_environment(config):
       few_shot=model.chat_template is None)
 
 
+def load_runner(config):
+  """The prepared world, the anchors' candidate table and an episode runner over them."""
+  from eagle_jax import candidates, prepared, rollout
+  world = prepared.load(config)
+  table = candidates.CandidateTable.load(workdir(config) / "candidates.npz")
+  runner = rollout.EpisodeRunner(world, table, build_environment(config),
+                                 horizon=config.rl.horizon, personalise=config.env.personalise)
+  return world, table, runner
+
+
 def generate_fn(environment, config):
   """Plain prompt -> text with the environment's sampler (action lists, profile summaries)."""
   def fn(prompts):

@@ -37,13 +37,10 @@ def one_step_rollouts(runner, config, anchors_per_call: int):
 
 
 def run(args) -> int:
-  from eagle_jax import artifacts, candidates, prepared, reference, rollout
+  from eagle_jax import artifacts, reference
   config = common.config_from_args(args)
   workdir = common.workdir(config)
-  world = prepared.load(config)
-  table = candidates.CandidateTable.load(workdir / "candidates.npz")
-  runner = rollout.EpisodeRunner(world, table, common.build_environment(config),
-                                 horizon=config.rl.horizon, personalise=config.env.personalise)
+  _, table, runner = common.load_runner(config)
   K = table.mask.shape[1]
   z_next, next_utility = one_step_rollouts(
       runner, config, anchors_per_call=max(1, 4 * config.llm.batch_size // K))
@@ -66,7 +63,7 @@ def run(args) -> int:
     print(f"  converged {int(stats['converged'].sum())}/{len(subsets)}, achieved eps "
           f"median {np.median(stats['achieved_eps']):.4f}, span rank "
           f"{int(np.median(stats['rank']))}")
-  print(f"  coverage of all candidates   log det   max leverage (median)")
+  print("  coverage of all candidates   log det   max leverage (median)")
   print(f"  G-optimal subset          {g['log_det']:9.3f}   {g['max_leverage']:9.2f}")
   print(f"  random subset             {r['log_det']:9.3f}   {r['max_leverage']:9.2f}")
   return 0

@@ -25,15 +25,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
   import numpy as np
 
-  from eagle_jax import (artifacts, candidates, distributed, evaluate, prepared, report,
-                         rollout, train)
+  from eagle_jax import artifacts, distributed, evaluate, report, train
   distributed.initialize()
   config = common.config_from_args(args)
   workdir = common.workdir(config)
-  world = prepared.load(config)
-  table = candidates.CandidateTable.load(workdir / "candidates.npz")
-  runner = rollout.EpisodeRunner(world, table, common.build_environment(config),
-                                 horizon=config.rl.horizon, personalise=config.env.personalise)
+  world, table, runner = common.load_runner(config)
   scorer, _ = train.networks(config, config.rl.horizon)
   ref_params = train.load_params(workdir / "reference" / config.reference.kind,
                                  train.abstract_scorer_params(config, world, table, scorer))
