@@ -123,11 +123,24 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.eval.best_of_n = 2
   c.eval.greedy_baseline = False  # K rewrites per decision: the costliest baseline.
 
-  if arg == "smoke":
+  if arg == "smoke":  # The whole loop in seconds: tests pair it with a tiny random decoder.
     c.workdir = "runs/smoke"
+    c.data.min_ratings_per_movie = 100
     c.als.iterations = 3
     c.encoder.head_steps = 50
-    c.llm.max_new_tokens = 16
+    c.llm.max_new_tokens = 8
+    c.llm.batch_size = 8
+    c.actions.num_anchors = 6
+    c.actions.heldout_fraction = 1 / 3
+    c.actions.num_generic = 3
+    c.actions.num_personalised = 3
+    c.design.subset_size = 4
+    c.reference.hidden = 32
+    c.reference.steps = 20
+    c.rl.iterations = 3
+    c.rl.batch_size = 8
+    c.checkpoint.every = 1
+    c.eval.episodes_per_pair = 1
   elif arg:
     raise ValueError(f"unknown variant {arg!r} of demo.py (known: smoke)")
   return c
