@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from eagle_jax import artifacts  # noqa: E402
 
 CURVES = ("reward/mean", "utility/rating", "utility/distance", "loss/kl", "loss/entropy",
-          "loss/value")
+          "loss/value_loss")
 
 
 def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
