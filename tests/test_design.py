@@ -4,7 +4,6 @@ float32 drift, the paper's rejection sampler and subset selection."""
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

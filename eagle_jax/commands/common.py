@@ -32,7 +32,8 @@ def build_environment(config):
   sampler = sampler_lib.Sampler(model, buckets=tuple(c.prompt_buckets), batch_size=c.batch_size,
                                 mesh=distributed.make_mesh())
   return env.EnvironmentLLM(
-      sampler, prompt_template=config.env.prompt_template, max_new_tokens=c.max_new_tokens,
+      sampler, prompt_template=config.env.prompt_template,
+      context_template=config.env.context_template, max_new_tokens=c.max_new_tokens,
       strategy=sampler_lib.make_strategy(c.temperature, c.top_k, c.top_p),
       few_shot=model.chat_template is None)
 

@@ -1,0 +1,214 @@
+"""The EAGLE environment transition: the frozen LLM rewrites an entity following an action.
+
+x_{t+1} = LLM(prompt(x_t, a_t[, user profile])), then cleaned. Small models wrap answers in
+prefaces ("Here is a re-written version...:"), quotes, markdown and trailing notes, or
+return nothing useful; `clean_output` strips the wrapping and flags degenerate outputs.
+A degenerate rewrite falls back to the input text, so the episode continues, and its reason
+is returned so runs can count them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from typing import Sequence
+
+from eagle_jax.errors import EagleError
+from eagle_jax.llm import prompting
+
+DEFAULT_PROMPT_TEMPLATE = (
+    "Here is a movie description: {entity}\n{context}Rewrite the description following this "
+    "change: {action}. Keep it a single paragraph of at most 3 sentences. Answer with the new "
+    "description only.")
+CONTEXT_TEMPLATE = "It is written for this viewer: {profile}\n"
+
+# Solved examples for base models (few_shot=True): (description, change, rewrite).
+MOVIE_EXAMPLES = (
+    ("A retired safecracker is pulled back for one last job in Lisbon, where his old partner "
+     "is waiting to betray him.",
+     "make it a comedy",
+     "A clumsy retired safecracker is dragged into one last job in Lisbon, where his old "
+     "partner keeps botching every plan. The heist turns into a chain of ridiculous mishaps."),
+    ("Two sisters inherit a failing vineyard and must decide whether to sell it to a developer.",
+     "set it in space",
+     "Two sisters inherit a failing hydroponic vineyard on a Mars colony and must decide "
+     "whether to sell it to a mining corporation."),
+    ("A detective hunts a serial arsonist through a city gripped by a summer heat wave.",
+     "make it suitable for young children",
+     "A curious young detective and her dog find out who keeps lighting campfires in the "
+     "park during a hot summer, and learn how firefighters keep everyone safe."),
+)
+
+ANSWER_PREFIX = "Rewritten:"
+ECHO_SIMILARITY = 0.9  # Word-sequence similarity above which a rewrite is an echo.
+MIN_WORDS = 3  # Fewer words than this is an empty rewrite.
+
+_PREFACES = tuple(re.compile(p, re.IGNORECASE) for p in (
+    # "Sure! ...", "Certainly. ...", "Of course, here is ...:"
+    r"^(?:sure|certainly|of course|absolutely|okay|ok|great)\b[^\n.!:]*[.!:]\s*",
+    # "Here is a re-written version of the description:", "Here you go:"
+    r"^(?:here\b|below is)[^\n:]*:\s*",
+    # "Rewritten:", "New description:", "Revised movie description:"
+    r"^(?:(?:new|rewritten|re-written|revised|updated|modified)\s+)?(?:movie\s+)?"
+    r"(?:description|version|synopsis|rewrite|rewritten|re-written)\s*:\s*",
+    # Any short first line ending in a colon that talks about the rewrite itself.
+    r"^[^\n]{0,120}(?:rewrit|re-writ|revis|version|description)[^\n]{0,120}:[ \t]*\n\s*",
+))
+_NOTE = re.compile(
+    r"^\(?(?:note\b|this (?:re-?written|revised|new|updated|modified) (?:description|version)"
+    r"|in this (?:re-?written|revised|new|updated) (?:description|version)|i hope|let me know"
+    r"|i (?:have|'ve) (?:re-?written|revised|changed|kept|made)"
+    r"|the (?:re-?written|revised|new) description)", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s|$)")
+_QUOTES = {'"': '"', "“": "”", "'": "'", "‘": "’"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RewriteResult:
+  """Rewritten texts (the input where degenerate), the reason or None, and the raw outputs."""
+
+  texts: list[str]
+  degenerate: list[str | None]
+  raw: list[str]
+
+
+def clean_output(text: str, original: str, max_chars: int, *,
+                 finished: bool = True) -> tuple[str, str | None]:
+  """Extracts the rewrite from a raw LLM answer; returns (text, None or degeneracy reason).
+
+  Reasons: "empty" (fewer than MIN_WORDS words), "truncated" (cut by max_new_tokens before
+  any sentence ended), "echo" (near-copy of `original`), "too_long" (over max_chars).
+  `finished` is False when generation ran into max_new_tokens: the trailing fragment is
+  then cut at the last sentence end (it is cut anyway when it has no end punctuation).
+  """
+  text = _strip_markdown(text.strip())
+  changed = True
+  while changed:  # Prefaces stack: "Sure! Here is the new description:\n\n..."
+    changed = False
+    for pattern in _PREFACES:
+      stripped = pattern.sub("", text, count=1).strip()
+      if stripped != text:
+        text, changed = stripped, True
+  text = _first_paragraph(text)
+  text = _drop_notes(text)
+  text = _strip_quotes(text)
+  ends = list(_SENTENCE_END.finditer(text))
+  if ends:
+    text = text[:ends[-1].end()]
+  elif not finished:
+    return text, "truncated" if _words(text) else "empty"
+  if len(_words(text)) < MIN_WORDS:
+    return text, "empty"
+  if _similarity(text, original) >= ECHO_SIMILARITY:
+    return text, "echo"
+  if len(text) > max_chars:
+    return text, "too_long"
+  return text, None
+
+
+def _strip_markdown(text: str) -> str:
+  text = re.sub(r"(\*\*|__|`)", "", text)
+  text = re.sub(r"^\s*(?:#+|[-*•]|>)\s+", "", text, flags=re.MULTILINE)
+  return re.sub(r"(?<!\w)\*(\S[^*\n]*?)\*(?!\w)", r"\1", text)  # *emphasis*
+
+
+def _first_paragraph(text: str) -> str:
+  """The first non-empty paragraph, with its line breaks joined."""
+  for paragraph in re.split(r"\n\s*\n", text):
+    if paragraph.strip():
+      return " ".join(line.strip() for line in paragraph.splitlines() if line.strip())
+  return ""
+
+
+def _drop_notes(text: str) -> str:
+  """Drops the first sentence that comments on the rewrite ("This re-written ...") and after."""
+  starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
+  for start in starts[1:]:
+    if _NOTE.match(text[start:].lstrip()):
+      return text[:start].strip()
+  return text
+
+
+def _strip_quotes(text: str) -> str:
+  if text[:1] in _QUOTES:
+    close = _QUOTES[text[0]]
+    inner = text[1:]
+    if close not in inner:  # An opening quote whose answer was cut off.
+      return inner.strip()
+    trimmed = inner.rstrip()
+    if trimmed.endswith(close) and close not in trimmed[:-1] and text[0] not in trimmed[:-1]:
+      return trimmed[:-1].strip()
+  return text
+
+
+def _words(text: str) -> list[str]:
+  return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def _similarity(a: str, b: str) -> float:
+  return difflib.SequenceMatcher(None, _words(a), _words(b), autojunk=False).ratio()
+
+
+class EnvironmentLLM:
+  """One environment step for a batch of (entity, action[, user context]) triples.
+
+  Instruct models get `prompt_template` through their chat template. With few_shot=True
+  (base models), the same template shows `examples` solved after `ANSWER_PREFIX`, then the
+  query; generation stops at the blank line that ends an answer or at the next example.
+  """
+
+  def __init__(self, sampler, *, prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+               max_new_tokens: int, strategy, few_shot: bool = False,
+               context_template: str = CONTEXT_TEMPLATE,
+               examples: Sequence[tuple[str, str, str]] = MOVIE_EXAMPLES, max_chars: int = 800):
+    for field in ("{entity}", "{action}"):
+      if field not in prompt_template:
+        raise EagleError(f"prompt template must contain {field} (fields: {{entity}}, "
+                         f"{{action}}, {{context}}); got {prompt_template!r}")
+    if "{profile}" not in context_template:
+      raise EagleError(f"context template must contain {{profile}}; got {context_template!r}")
+    self.sampler = sampler
+    self.prompt_template = prompt_template
+    self.context_template = context_template
+    self.max_new_tokens = max_new_tokens
+    self.strategy = strategy
+    self.few_shot = few_shot
+    self.examples = tuple(examples)
+    self.max_chars = max_chars
+    # A base model that starts a new example has finished its answer.
+    lead = prompt_template.split("{")[0].strip()
+    self.stop = ("\n\n",) + ((f"\n{lead}",) if lead else ()) if few_shot else ()
+
+  def _instruction(self, entity: str, action: str, profile: str | None) -> str:
+    context = self.context_template.format(profile=profile.strip()) if profile else ""
+    return self.prompt_template.format(entity=entity.strip(), context=context,
+                                       action=action.strip().rstrip(".!;"))
+
+  def prompts(self, entities: Sequence[str], actions: Sequence[str],
+              context: Sequence[str] | None = None) -> list[str]:
+    """The prompt text for each triple (before the chat template)."""
+    if len(entities) != len(actions) or (context is not None and len(context) != len(entities)):
+      raise EagleError(f"rewrite needs as many actions and contexts as entities; got "
+                       f"{len(entities)} entities, {len(actions)} actions, "
+                       f"{'no' if context is None else len(context)} contexts")
+    profiles = context if context is not None else [None] * len(entities)
+    queries = [self._instruction(e, a, p) for e, a, p in zip(entities, actions, profiles)]
+    if not self.few_shot:
+      return queries
+    shots = [(self._instruction(e, a, None), r) for e, a, r in self.examples]
+    return [prompting.few_shot_prompt(shots, q, answer_prefix=ANSWER_PREFIX) for q in queries]
+
+  def rewrite(self, entities: Sequence[str], actions: Sequence[str],
+              context: Sequence[str] | None = None, seed: int = 0) -> RewriteResult:
+    """Rewrites each entity following its action; degenerate outputs keep the entity."""
+    prompts = self.prompts(entities, actions, context)
+    out = self.sampler.sample(prompts, max_new_tokens=self.max_new_tokens,
+                              strategy=self.strategy, seed=seed, stop=self.stop,
+                              apply_template=not self.few_shot)
+    texts, reasons = [], []
+    for raw, finished, entity in zip(out.texts, out.finished, entities):
+      text, reason = clean_output(raw, entity, self.max_chars, finished=finished)
+      texts.append(entity if reason else text)
+      reasons.append(reason)
+    return RewriteResult(texts=texts, degenerate=reasons, raw=list(out.texts))

@@ -1,0 +1,154 @@
+"""The environment step: prompt building, output cleaning, degenerate fallbacks, and an
+end-to-end rewrite through the real sampler on a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eagle_jax import distributed, env
+from eagle_jax.errors import EagleError
+from eagle_jax.llm import prompting
+from eagle_jax.llm import sampler as sampler_lib
+from eagle_jax.llm.sampler import SampleOutput
+from tests.test_sampler import CHAT_TEMPLATE, tiny_model
+
+ORIGINAL = "A detective hunts a serial arsonist through a city gripped by a summer heat wave."
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Here is a re-written version of the movie description:\n\n\"A detective chases a "
+     "fire-starting ghost through a frozen city. She must stop him before spring.\"\n\n"
+     "This re-written description aims to keep the suspense.",
+     "A detective chases a fire-starting ghost through a frozen city. She must stop him "
+     "before spring."),
+    ("Sure! Here's the new description: A talking cat solves crimes in Paris. It is funny.",
+     "A talking cat solves crimes in Paris. It is funny."),
+    ("**Rewritten description:** A robot hunts an arsonist on *Mars*. The colony burns.",
+     "A robot hunts an arsonist on Mars. The colony burns."),
+    ("“A pirate queen sails the frozen north.” Note: I kept it short.",
+     "A pirate queen sails the frozen north."),
+    ("A pirate queen sails the frozen north.\nShe hunts a ghost ship. I hope this helps!",
+     "A pirate queen sails the frozen north. She hunts a ghost ship."),
+    ("Certainly. Revised description:\n- A chef opens a diner on the moon. Trouble follows!",
+     "A chef opens a diner on the moon. Trouble follows!"),
+])
+def test_clean_output_strips_wrapping(raw, expected):
+  assert env.clean_output(raw, ORIGINAL, 800) == (expected, None)
+
+
+@pytest.mark.parametrize("raw, finished, expected", [
+    ("", True, ("", "empty")),
+    ("Sure! Here you go:", True, ("", "empty")),
+    (ORIGINAL.upper(), True, (ORIGINAL.upper(), "echo")),
+    ("A detective hunts a serial arsonist through a city gripped by a heat wave.", True,
+     ("A detective hunts a serial arsonist through a city gripped by a heat wave.", "echo")),
+    ("A young chef opens a restaurant in Tokyo and fights to keep", False,
+     ("A young chef opens a restaurant in Tokyo and fights to keep", "truncated")),
+    ("A young chef opens a restaurant in Tokyo. She fights to keep", False,
+     ("A young chef opens a restaurant in Tokyo.", None)),
+    ("A young chef opens a restaurant in Tokyo", True,
+     ("A young chef opens a restaurant in Tokyo", None)),
+    ("A chef cooks. " * 10, True, (("A chef cooks. " * 10).strip(), "too_long")),
+])
+def test_clean_output_flags_degenerate(raw, finished, expected):
+  assert env.clean_output(raw, ORIGINAL, 100, finished=finished) == expected
+
+
+class _CannedSampler:
+  """Returns fixed texts and records how it was called (the LLM is not under test here)."""
+
+  def __init__(self, texts, finished):
+    self.texts, self.finished, self.calls = texts, finished, []
+
+  def sample(self, prompts, **kwargs):
+    self.calls.append((list(prompts), kwargs))
+    n = len(prompts)
+    return SampleOutput(self.texts, [[]] * n, [np.zeros(0)] * n, [1] * n, [0] * n, self.finished)
+
+
+def test_rewrite_cleans_and_falls_back_to_the_input():
+  canned = _CannedSampler(
+      ["Here is the new description:\nA heist on a space station goes wrong.", "", ORIGINAL],
+      [True, True, False])
+  strategy = sampler_lib.Temperature(0.7)
+  environment = env.EnvironmentLLM(canned, prompt_template=env.DEFAULT_PROMPT_TEMPLATE,
+                                   max_new_tokens=48, strategy=strategy)
+  entities = ["A heist goes wrong.", "A quiet drama.", ORIGINAL]
+  actions = ["set it in space.", "make it funnier", "add a dog"]
+  result = environment.rewrite(entities, actions, context=["likes sci-fi", "", "hates dogs"],
+                               seed=5)
+  assert result.texts == ["A heist on a space station goes wrong.", entities[1], ORIGINAL]
+  assert result.degenerate == [None, "empty", "echo"]
+  prompts, kwargs = canned.calls[0]
+  assert prompts[0] == (
+      "Here is a movie description: A heist goes wrong.\nIt is written for this viewer: likes "
+      "sci-fi\nRewrite the description following this change: set it in space. Keep it a "
+      "single paragraph of at most 3 sentences. Answer with the new description only.")
+  assert "viewer" not in prompts[1]  # An empty profile adds no context line.
+  assert kwargs == dict(max_new_tokens=48, strategy=strategy, seed=5, stop=(),
+                        apply_template=True)
+
+
+def test_few_shot_prompt_for_base_models():
+  canned = _CannedSampler(["A dog bakes bread in Rome."], [True])
+  environment = env.EnvironmentLLM(canned, prompt_template="Text: {entity}\n{context}Do: {action}",
+                                   max_new_tokens=32, strategy=sampler_lib.Greedy(),
+                                   few_shot=True, context_template="For: {profile}\n",
+                                   examples=[("Old.", "change it", "New.")])
+  result = environment.rewrite(["A cat naps."], ["add a dog"], context=["kids"])
+  assert result.texts == ["A dog bakes bread in Rome."]
+  prompts, kwargs = canned.calls[0]
+  assert prompts == ["Text: Old.\nDo: change it\nRewritten: New.\n\n"
+                     "Text: A cat naps.\nFor: kids\nDo: add a dog\nRewritten:"]
+  assert kwargs["stop"] == ("\n\n", "\nText:") and kwargs["apply_template"] is False
+
+
+def test_bad_inputs_are_user_errors():
+  with pytest.raises(EagleError, match="must contain {action}"):
+    env.EnvironmentLLM(None, prompt_template="Rewrite {entity}", max_new_tokens=8,
+                       strategy=sampler_lib.Greedy())
+  environment = env.EnvironmentLLM(_CannedSampler([], []), max_new_tokens=8,
+                                   prompt_template=env.DEFAULT_PROMPT_TEMPLATE,
+                                   strategy=sampler_lib.Greedy())
+  with pytest.raises(EagleError, match="2 entities, 1 actions"):
+    environment.rewrite(["a", "b"], ["x"])
+
+
+def test_chat_prompt_uses_the_template():
+  lm = tiny_model(chat_template=CHAT_TEMPLATE)
+  assert prompting.chat_prompt(lm, "hi", system="be brief") == (
+      "<system>be brief\n<user>hi\n<assistant>")
+  assert prompting.format_prompt(tiny_model(), "raw text") == "raw text"
+  with pytest.raises(EagleError, match="no chat template"):
+    prompting.chat_prompt(tiny_model(), "hi")
+
+
+def test_rewrite_end_to_end_with_a_tiny_model():
+  lm = tiny_model(chat_template=CHAT_TEMPLATE, eos_ids=())
+  sampler = sampler_lib.Sampler(lm, buckets=(256,), batch_size=8)
+  environment = env.EnvironmentLLM(sampler, prompt_template=env.DEFAULT_PROMPT_TEMPLATE,
+                                   max_new_tokens=24, strategy=sampler_lib.Temperature(1.0))
+  entities, actions = ["A heist goes wrong.", "A quiet drama."], ["set it in space", "add jokes"]
+  result = environment.rewrite(entities, actions, seed=3)
+  # The raw outputs are the sampler's continuations of the chat-templated prompts.
+  direct = sampler.sample(environment.prompts(entities, actions), max_new_tokens=24,
+                          strategy=sampler_lib.Temperature(1.0), seed=3)
+  assert result.raw == direct.texts and direct.num_generated == [24, 24]
+  for text, reason, raw, entity in zip(result.texts, result.degenerate, result.raw, entities):
+    cleaned, expected_reason = env.clean_output(raw, entity, 800, finished=False)
+    assert reason == expected_reason
+    assert text == (entity if reason else cleaned)
+
+
+@pytest.mark.slow
+def test_smollm2_rewrite_is_a_clean_description():
+  from eagle_jax.llm.weights import load_model
+  sampler = sampler_lib.Sampler(load_model("smollm2"), buckets=(128,), batch_size=1,
+                                mesh=distributed.make_mesh(1))  # Not 8 padded rows.
+  environment = env.EnvironmentLLM(sampler, prompt_template=env.DEFAULT_PROMPT_TEMPLATE,
+                                   max_new_tokens=64, strategy=sampler_lib.Greedy())
+  result = environment.rewrite([ORIGINAL], ["set it on a spaceship"])
+  assert result.degenerate == [None], result.raw
+  text = result.texts[0]
+  assert text != ORIGINAL and "description" not in text.lower() and text[-1] in ".!?\"", text
