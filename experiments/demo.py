@@ -61,7 +61,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.llm.max_new_tokens = 64  # ~3 sentences; rewrites are cut at the last sentence end.
   c.llm.temperature = 0.7
   c.llm.top_k = 0
-  c.llm.top_p = 0.95
+  c.llm.top_p = 1.0  # A nucleus needs a full-vocabulary sort per token: 2x slower on CPU.
   c.llm.batch_size = 16
   c.llm.prompt_buckets = (128, 256, 512)
 

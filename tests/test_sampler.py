@@ -249,3 +249,17 @@ def test_smollm2_greedy_is_sensible():
                        strategy=sampler_lib.Greedy())
   words = set(out.texts[0].lower().replace(",", " ").replace(".", " ").split())
   assert words & {"heist", "thieves", "thief", "robbery", "steal", "bank", "crew", "team"}, out
+
+
+def test_top_k_then_top_p_renormalises_over_the_k_survivors():
+  # probs [0.05, 0.5, 0.1, 0.2, 0.15]; top-3 = {1, 3, 4} with renormalised mass
+  # [0.588, 0.235, 0.176]: a 0.75 nucleus inside them is {1, 3} (0.588 < 0.75 <= 0.824),
+  # whereas over the full vocabulary the mass before token 4 is only 0.7 < 0.75.
+  logits = jnp.log(jnp.asarray([0.05, 0.5, 0.1, 0.2, 0.15], jnp.float32))
+  assert set(np.flatnonzero(np.asarray(sampler_lib.top_p_mask(logits, 0.75)))) == {1, 3, 4}
+  strategy = sampler_lib.Temperature(1.0, top_k=3, top_p=0.75)
+  keys = jax.random.split(jax.random.key(1), 300)
+  drawn = set(np.asarray(jax.vmap(lambda k: strategy(logits, k))(keys)).tolist())
+  assert drawn == {1, 3}
+  strategy = sampler_lib.Temperature(1.0, top_k=3, top_p=0.9)  # 0.824 < 0.9: all three
+  assert set(np.asarray(jax.vmap(lambda k: strategy(logits, k))(keys)).tolist()) == {1, 3, 4}

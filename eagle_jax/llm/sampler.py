@@ -86,9 +86,12 @@ class Temperature:
     logits = logits.astype(jnp.float32) / self.temperature
     keep = jnp.ones(logits.shape, bool)
     if self.top_k:
-      keep &= top_k_mask(logits, self.top_k)
-    if self.top_p < 1.0:
-      keep &= top_p_mask(jnp.where(keep, logits, -jnp.inf), self.top_p)
+      top = jax.lax.top_k(logits, self.top_k)[0]  # Sorted: the nucleus needs no full sort.
+      keep &= logits >= top[-1]
+      if self.top_p < 1.0:
+        keep &= logits >= top[_nucleus_size(top, self.top_p) - 1]
+    elif self.top_p < 1.0:
+      keep &= top_p_mask(logits, self.top_p)
     return jax.random.categorical(key, jnp.where(keep, logits, -jnp.inf)).astype(jnp.int32)
 
 
@@ -98,18 +101,21 @@ def top_k_mask(logits: jax.Array, k: int) -> jax.Array:
   return logits >= kth
 
 
+def _nucleus_size(sorted_logits: jax.Array, p: float) -> jax.Array:
+  """How many of the descending `sorted_logits` form the nucleus: a token is kept while the
+  mass strictly before it is < p, so the token that crosses p (and the argmax) is kept."""
+  probs = jax.nn.softmax(sorted_logits)
+  return jnp.sum(jnp.cumsum(probs) - probs < p)
+
+
 def top_p_mask(logits: jax.Array, p: float) -> jax.Array:
   """True for the smallest set of top tokens whose probability mass reaches p (nucleus).
 
-  Sorted descending, a token is kept while the mass strictly before it is < p, so the
-  token that crosses p is kept and the argmax is always kept.
+  This sorts the whole vocabulary; with a top-k filter in front, `Temperature` takes the
+  nucleus inside the k sorted survivors instead, which on CPU is several times cheaper.
   """
   sorted_logits = -jnp.sort(-logits)
-  probs = jax.nn.softmax(sorted_logits)
-  mass_before = jnp.cumsum(probs) - probs
-  num_keep = jnp.sum(mass_before < p)
-  threshold = sorted_logits[num_keep - 1]
-  return logits >= threshold
+  return logits >= sorted_logits[_nucleus_size(sorted_logits, p) - 1]
 
 
 def make_strategy(temperature: float, top_k: int = 0, top_p: float = 1.0) -> Strategy:
