@@ -101,7 +101,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Policy gradient: REINFORCE + value baseline + GAE, alpha * KL(pi || pi_ref).
   c.rl = ml_collections.ConfigDict()
   c.rl.horizon = 2  # Paper: 5 edits; 2 keeps the CPU demo in minutes.
-  c.rl.iterations = 8
+  c.rl.iterations = 20
   c.rl.batch_size = 16  # Episodes per update (global batch, sharded over devices).
   c.rl.policy_lr = 3e-4
   c.rl.value_lr = 1e-3
