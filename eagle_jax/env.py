@@ -66,11 +66,13 @@ _QUOTES = {'"': '"', "“": "”", "'": "'", "‘": "’"}
 
 @dataclasses.dataclass(frozen=True)
 class RewriteResult:
-  """Rewritten texts (the input where degenerate), the reason or None, and the raw outputs."""
+  """Rewritten texts (the input where degenerate), the reason or None, the raw outputs, and
+  the tokens the LLM generated for them (for throughput logging)."""
 
   texts: list[str]
   degenerate: list[str | None]
   raw: list[str]
+  tokens: int = 0
 
 
 def clean_output(text: str, original: str, max_chars: int, *,
@@ -211,4 +213,4 @@ class EnvironmentLLM:
       text, reason = clean_output(raw, entity, self.max_chars, finished=finished)
       texts.append(entity if reason else text)
       reasons.append(reason)
-    return RewriteResult(texts=texts, degenerate=reasons, raw=list(out.texts))
+    return RewriteResult(texts=texts, degenerate=reasons, raw=list(out.texts), tokens=out.tokens)

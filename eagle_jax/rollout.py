@@ -103,13 +103,14 @@ class EpisodeRunner:
     emb = self.prepared.text_emb[self.table.items[anchors]]
     feats, z = self.state_features(emb)
     all_feats, all_z, chosen = [feats], [z], np.zeros((B, H), np.int32)
-    degenerate, llm_s = 0, 0.0
+    degenerate, llm_s, tokens = 0, 0.0, 0
     for t in range(H):
       chosen[:, t] = choose(t, feats, anchors, [x[-1] for x in texts])
       # Common random numbers: the same (seed, step) for every policy compared.
       result, emb, dt = self.step([x[-1] for x in texts], anchors, chosen[:, t],
                                   seed=seed * 1000 + t)
       llm_s += dt
+      tokens += result.tokens
       degenerate += sum(r is not None for r in result.degenerate)
       for x, new in zip(texts, result.texts):
         x.append(new)
@@ -123,7 +124,7 @@ class EpisodeRunner:
     return Episodes(anchors=anchors, states=np.stack(all_feats, 1), chosen=chosen, z=z,
                     utility=total.reshape(shape), rating=rating.reshape(shape),
                     distance=distance.reshape(shape), texts=texts, degenerate=degenerate,
-                    llm_s=llm_s, total_s=time.perf_counter() - start)
+                    llm_s=llm_s, total_s=time.perf_counter() - start, llm_tokens=tokens)
 
   def one_step_all(self, anchors: np.ndarray, seed: int):
     """Every candidate of each anchor applied once to x_0: the design's next states.

@@ -120,6 +120,7 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
         "env/degenerate": episodes.degenerate,
         "time/step_s": step_s,
         "time/llm_s": episodes.llm_s,
+        "env/tokens_per_s": episodes.llm_tokens / max(episodes.llm_s, 1e-9),
         "time/update_s": t2 - t1,
         "time/non_llm_fraction": (step_s - episodes.llm_s) / step_s,
     })

@@ -112,7 +112,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.rl.value_coef = 0.5
   c.rl.max_grad_norm = 1.0
   c.rl.reward = "terminal"  # or "delta": per-step utility differences.
-  c.rl.regenerate_actions = False  # True: new candidates for every visited state.
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 2

@@ -105,6 +105,7 @@ def test_resume_replays_the_uninterrupted_run(world, reference_params, tmp_path)
   jax.tree.map(np.testing.assert_array_equal, policy_a, policy_b)
   # The policy moved away from its reference and was checkpointed every step.
   assert history_a[-1]["loss/kl"] > 0
+  assert history_a[-1]["env/tokens_per_s"] > 0 and 0 < history_a[-1]["time/non_llm_fraction"] < 1
   assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()
                 if p.name.isdigit()) == ["1", "2", "3"]
 
