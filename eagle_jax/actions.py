@@ -24,7 +24,8 @@ import numpy as np
 import tqdm
 
 from eagle_jax import artifacts
-from eagle_jax.data.profiles import UserProfile, content_genres, frequent_tags
+from eagle_jax.data.descriptions import frequent_tags
+from eagle_jax.data.profiles import UserProfile, content_genres
 from eagle_jax.errors import EagleError
 
 GenerateFn = Callable[[list[str]], list[str]]

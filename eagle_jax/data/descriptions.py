@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+from typing import Iterable
 
 from eagle_jax.data.movielens import Catalogue, Tags, read_records
 from eagle_jax.errors import EagleError
@@ -83,11 +84,18 @@ def load_descriptions(spec: str, catalogue: Catalogue, num_tags: int = 5) -> Des
   return csv_descriptions(spec, catalogue)
 
 
-def _top_tags(tags: Tags, num_tags: int) -> dict[int, list[str]]:
-  counts: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+def frequent_tags(texts: Iterable[str], count: int) -> tuple[str, ...]:
+  """The `count` most used tags, case-folded and space-normalised; ties alphabetically.
+
+  "Pixar ", "pixar" and "PIXAR" are one tag.
+  """
+  counts = collections.Counter(" ".join(t.casefold().split()) for t in texts)
+  counts.pop("", None)
+  return tuple(t for t, _ in sorted(counts.items(), key=lambda tc: (-tc[1], tc[0])))[:count]
+
+
+def _top_tags(tags: Tags, num_tags: int) -> dict[int, tuple[str, ...]]:
+  by_movie: dict[int, list[str]] = collections.defaultdict(list)
   for movie_id, tag in zip(tags.movie_ids.tolist(), tags.tags):
-    tag = " ".join(tag.casefold().split())  # "Pixar ", "pixar" and "PIXAR" are one tag
-    if tag:
-      counts[movie_id][tag] += 1
-  return {movie_id: [t for t, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:num_tags]]
-          for movie_id, c in counts.items()}
+    by_movie[movie_id].append(tag)
+  return {m: frequent_tags(texts, num_tags) for m, texts in by_movie.items()}

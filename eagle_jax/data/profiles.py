@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from eagle_jax import artifacts
+from eagle_jax.data.descriptions import frequent_tags
 from eagle_jax.errors import EagleError
 
 GenerateFn = Callable[[list[str]], list[str]]
@@ -109,13 +110,6 @@ def user_profile(catalogue, user_id: int, *, num_liked: int = 5, num_disliked: i
   return UserProfile(user_id=int(user_id), text=text, liked_genres=liked_genres,
                      disliked_genres=disliked_genres, top_tags=top_tags,
                      liked_titles=liked_titles, disliked_titles=disliked_titles)
-
-
-def frequent_tags(texts: Iterable[str], count: int) -> tuple[str, ...]:
-  """The `count` most used tags, case-folded and space-normalised; ties alphabetically."""
-  counts = collections.Counter(" ".join(t.casefold().split()) for t in texts)
-  counts.pop("", None)
-  return tuple(t for t, _ in sorted(counts.items(), key=lambda tc: (-tc[1], tc[0])))[:count]
 
 
 def _user_tags(tags, user_id: int, count: int) -> tuple[str, ...]:
