@@ -21,6 +21,10 @@ from eagle_jax.errors import EagleError
 from eagle_jax.latent import als, regression_head, utility
 
 
+# E_D's head runs at every environment step: compiled once, not dispatched op by op.
+_apply_head = jax.jit(regression_head.apply_head)
+
+
 @dataclasses.dataclass
 class Prepared:
   """Everything the EAGLE loop needs from the domain, indexed by `items` (modelled movies)."""
@@ -46,7 +50,7 @@ class Prepared:
 
   def latent_of_embedding(self, emb: np.ndarray) -> np.ndarray:
     """E_D's head: text embedding -> latent z."""
-    return np.asarray(regression_head.apply_head(self.head_params, jnp.asarray(emb)))
+    return np.asarray(_apply_head(self.head_params, jnp.asarray(emb)))
 
   def text(self, item: int) -> str:
     return self.descriptions.texts[int(self.catalogue.movie_ids[self.items[item]])]
@@ -184,7 +188,7 @@ def _fit_head(config, emb, item_z, latent, workdir, key, verbose):
   params, _ = regression_head.fit_head(emb[train], item_z[train], progress=verbose, **hyper)
   metrics = {f"heldout_{k}": v for k, v in
              regression_head.evaluate_head(params, emb[test], item_z[test]).items()}
-  pred = np.asarray(regression_head.apply_head(params, jnp.asarray(emb[test])))
+  pred = np.asarray(_apply_head(params, jnp.asarray(emb[test])))
   metrics["heldout_user_corr"] = user_rank_correlation(latent["user_factors"], pred, item_z[test])
   metrics.update(num_train_movies=int(train.size), num_test_movies=int(test.size))
   # The artefact head is refit on every modelled movie; the metrics above are held-out.

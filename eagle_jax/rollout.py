@@ -36,7 +36,6 @@ class Episodes:
   texts: list[list[str]]    # [B][H+1] descriptions
   degenerate: int           # rewrites flagged degenerate (kept the previous text)
   llm_s: float              # wall time inside the environment LLM
-  total_s: float            # wall time of the whole rollout
   llm_tokens: int = 0
 
   def rewards(self, mode: str) -> np.ndarray:
@@ -96,7 +95,6 @@ class EpisodeRunner:
     return result, emb, llm_s
 
   def run(self, anchors: np.ndarray, choose: Choose, seed: int) -> Episodes:
-    start = time.perf_counter()
     anchors = np.asarray(anchors)
     B, H = len(anchors), self.horizon
     texts = [[self.prepared.text(self.table.items[a])] for a in anchors]
@@ -124,7 +122,7 @@ class EpisodeRunner:
     return Episodes(anchors=anchors, states=np.stack(all_feats, 1), chosen=chosen, z=z,
                     utility=total.reshape(shape), rating=rating.reshape(shape),
                     distance=distance.reshape(shape), texts=texts, degenerate=degenerate,
-                    llm_s=llm_s, total_s=time.perf_counter() - start, llm_tokens=tokens)
+                    llm_s=llm_s, llm_tokens=tokens)
 
   def one_step_all(self, anchors: np.ndarray, seed: int):
     """Every candidate of each anchor applied once to x_0: the design's next states.
