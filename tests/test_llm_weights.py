@@ -18,13 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import safetensors.numpy
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from eagle_jax.artifacts import read_npz
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import model, registry, tokenizer, weights
 from eagle_jax.llm.config import ModelConfig
+from tests.llm_files import hf_config, hf_tensors, write_hf_dir
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -54,38 +54,6 @@ def _vocab(size: int) -> tuple[list[str], list[str]]:
   return tokens, merges
 
 
-def _hf_tensors(config, params) -> dict[str, np.ndarray]:
-  """Our tree -> tensors named and shaped as in an HF checkpoint ([out, in])."""
-  c, p = config, jax.tree.map(np.asarray, params)
-  gemma = c.arch == "gemma3"
-  out = {"model.embed_tokens.weight": p["embed"]["embedding"],
-         "model.norm.weight": p["final_norm"]["scale"]}
-  if not c.tie_embeddings:
-    out["lm_head.weight"] = p["lm_head"].T
-  for i in range(c.num_layers):
-    layer, pre = p[f"layers_{i}"], f"model.layers.{i}."
-    for name in "qkv":
-      kernel = layer["attn"][name]["kernel"]
-      out[pre + f"self_attn.{name}_proj.weight"] = kernel.reshape(c.dim, -1).T
-      if c.qkv_bias:
-        out[pre + f"self_attn.{name}_proj.bias"] = layer["attn"][name]["bias"].reshape(-1)
-    out[pre + "self_attn.o_proj.weight"] = layer["attn"]["o"]["kernel"].reshape(-1, c.dim).T
-    if c.qk_norm:
-      out[pre + "self_attn.q_norm.weight"] = layer["attn"]["q_norm"]["scale"]
-      out[pre + "self_attn.k_norm.weight"] = layer["attn"]["k_norm"]["scale"]
-    for name in ("gate", "up", "down"):
-      out[pre + f"mlp.{name}_proj.weight"] = layer["mlp"][name]["kernel"].T
-    out[pre + "input_layernorm.weight"] = layer["attn_norm"]["scale"]
-    if gemma:
-      out[pre + "post_attention_layernorm.weight"] = layer["post_attn_norm"]["scale"]
-      out[pre + "pre_feedforward_layernorm.weight"] = layer["mlp_norm"]["scale"]
-      out[pre + "post_feedforward_layernorm.weight"] = layer["post_mlp_norm"]["scale"]
-    else:
-      out[pre + "post_attention_layernorm.weight"] = layer["mlp_norm"]["scale"]
-  # safetensors.numpy writes the raw buffer: transposed views must be made contiguous.
-  return {name: np.ascontiguousarray(x) for name, x in out.items()}
-
-
 def _llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
   """convert_hf_to_gguf.py's `LlamaModel.permute`."""
   return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
@@ -109,7 +77,7 @@ def _gguf_tensors(config, params) -> dict[str, np.ndarray]:
   else:
     renames += [("post_attention_layernorm", "ffn_norm")]
   out = {}
-  for name, x in _hf_tensors(config, params).items():
+  for name, x in hf_tensors(config, params).items():
     for a, b in renames:
       name = name.replace(a, b)
     if c.arch == "llama" and (".attn_q." in name or ".attn_k." in name):
@@ -152,41 +120,6 @@ def _write_gguf(path: pathlib.Path, config: ModelConfig, tensors: dict, arch: st
   w.write_kv_data_to_file()
   w.write_tensors_to_file()
   w.close()
-  return path
-
-
-def _hf_config(config: ModelConfig) -> dict:
-  c = config
-  common = dict(vocab_size=c.vocab_size, hidden_size=c.dim, intermediate_size=c.ffn_dim,
-                num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
-                num_key_value_heads=c.num_kv_heads, head_dim=c.head_dim,
-                rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
-                bos_token_id=1, eos_token_id=2)
-  if c.arch == "gemma3":  # 4.x-style keys: transformers normalises them to rope_parameters.
-    return dict(common, model_type="gemma3_text", rope_theta=c.rope_base,
-                rope_local_base_freq=c.rope_local_base, sliding_window=c.sliding_window,
-                layer_types=["sliding_attention" if c.is_local(i) else "full_attention"
-                             for i in range(c.num_layers)],
-                query_pre_attn_scalar=int(c.query_pre_attn_scalar),
-                hidden_activation="gelu_pytorch_tanh")
-  return dict(common, model_type="qwen2", rope_parameters={"rope_theta": c.rope_base,
-                                                          "rope_type": "default"})
-
-
-def _write_hf_dir(path: pathlib.Path, config: ModelConfig, tensors: dict, shards: int = 1):
-  path.mkdir(parents=True, exist_ok=True)
-  (path / "config.json").write_text(json.dumps(_hf_config(config)))
-  names = sorted(tensors)
-  if shards == 1:
-    safetensors.numpy.save_file(tensors, str(path / "model.safetensors"))
-  else:
-    weight_map = {}
-    for k in range(shards):
-      file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
-      part = {n: tensors[n] for n in names[k::shards]}
-      safetensors.numpy.save_file(part, str(path / file))
-      weight_map.update({n: file for n in part})
-    (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
   return path
 
 
@@ -240,7 +173,7 @@ def test_gguf_bfloat16(tmp_path):
                          ids=["qwen2", "gemma3-sharded"])
 def test_hf_checkpoint_dir_round_trip(tmp_path, config, shards):
   params = _params(config)
-  path = _write_hf_dir(tmp_path / "ckpt", config, _hf_tensors(config, params), shards)
+  path = write_hf_dir(tmp_path / "ckpt", config, hf_tensors(config, params), shards)
   _tiny_tokenizer(tmp_path, config).save_pretrained(str(path))
   loaded = weights.load_model(str(path))
   _assert_same_model(loaded, config, params)
@@ -259,7 +192,7 @@ def test_unsupported_architecture_is_named(tmp_path):
 
 
 def test_missing_safetensors(tmp_path):
-  (tmp_path / "config.json").write_text(json.dumps(_hf_config(_llama())))
+  (tmp_path / "config.json").write_text(json.dumps(hf_config(_llama())))
   with pytest.raises(EagleError, match=r"no \*\.safetensors"):
     weights.load_model(str(tmp_path))
   (tmp_path / "empty").mkdir()
@@ -269,9 +202,9 @@ def test_missing_safetensors(tmp_path):
 
 def test_shape_mismatch_names_the_tensor(tmp_path):
   config = _llama()
-  tensors = _hf_tensors(config, _params(config))
+  tensors = hf_tensors(config, _params(config))
   tensors["model.layers.1.self_attn.k_proj.weight"] = np.zeros((3, config.dim), np.float32)
-  path = _write_hf_dir(tmp_path / "ckpt", config, tensors)
+  path = write_hf_dir(tmp_path / "ckpt", config, tensors)
   with pytest.raises(EagleError, match=r"model\.layers\.1\.self_attn\.k_proj\.weight has "
                                        r"shape \(3, 32\), expected \(16, 32\)"):
     weights.load_model(str(path))
