@@ -39,6 +39,17 @@ class CandidateTable:
   def split(self, heldout: bool) -> np.ndarray:
     return np.flatnonzero(self.heldout == heldout)
 
+  def design_rows(self, num: int) -> np.ndarray:
+    """The anchors that get one-step rollouts, a design and reference targets: all when
+    num <= 0, else the first num in the table's train / held-out proportion. The rollouts
+    cost K rewrites per anchor, so the design can cover fewer anchors than RL trains on:
+    the reference network generalises to the rest, as the paper's does."""
+    if num <= 0 or num >= self.num_anchors:
+      return np.arange(self.num_anchors)
+    num_heldout = int(round(num * self.heldout.mean()))
+    return np.sort(np.concatenate([self.split(False)[:num - num_heldout],
+                                   self.split(True)[:num_heldout]]))
+
   def save(self, path) -> None:
     artifacts.write_npz(path, items=self.items, user_ids=self.user_ids, heldout=self.heldout,
                         action_emb=self.action_emb, mask=self.mask,
@@ -115,10 +126,11 @@ def build_table(prepared, config, generate_fn=None, progress: bool = True) -> Ca
                      [profiles[u].prompt_text for u in user_ids.tolist()])
 
 
-def embed_table(prepared, items, user_ids, heldout, texts: list[list[str]],
-                profiles: list[str]) -> CandidateTable:
-  """Embeds every anchor's action texts with MiniLM, padded to the longest set."""
-  width = max(len(t) for t in texts)
+def embed_actions(prepared, texts: list[list[str]],
+                  width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """MiniLM embeddings [A, K, d_a] of each row's action texts and the mask [A, K], padded
+  to `width` (default: the longest row)."""
+  width = width or max(len(t) for t in texts)
   emb = prepared.embed_text([a for t in texts for a in t])
   action_emb = np.zeros((len(texts), width, emb.shape[1]), np.float32)
   mask = np.zeros((len(texts), width), bool)
@@ -127,6 +139,13 @@ def embed_table(prepared, items, user_ids, heldout, texts: list[list[str]],
     action_emb[i, :len(t)] = emb[start:start + len(t)]
     mask[i, :len(t)] = True
     start += len(t)
+  return action_emb, mask
+
+
+def embed_table(prepared, items, user_ids, heldout, texts: list[list[str]],
+                profiles: list[str]) -> CandidateTable:
+  """Embeds every anchor's action texts with MiniLM, padded to the longest set."""
+  action_emb, mask = embed_actions(prepared, texts)
   return CandidateTable(items=np.asarray(items), user_ids=np.asarray(user_ids),
                         heldout=np.asarray(heldout), actions=texts, action_emb=action_emb,
                         mask=mask, profiles=profiles)
@@ -143,3 +162,34 @@ def single_anchor(prepared, config, item: int, user_id: int, generate_fn=None) -
       num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
       generate_fn=generate_fn, seed=config.seed)
   return embed_table(prepared, [item], [user_id], [True], [cs.actions], [profile.prompt_text])
+
+
+class Regenerator:
+  """Fresh candidates for a later state x_t (t >= 1), made the way the anchors' were:
+  library draws with a new seed, or the LLM prompted with the current description
+  (config.actions.source). Sets are cut or padded to the table's K; a state for which the
+  LLM gave no usable action keeps its anchor's set."""
+
+  def __init__(self, prepared, config, generate_fn=None):
+    self.prepared = prepared
+    self.config = config.actions
+    self.generate_fn = generate_fn
+    self._profiles: dict[int, profiles_lib.UserProfile] = {}
+
+  def __call__(self, items: np.ndarray, user_ids: np.ndarray, texts: list[str],
+               fallback: list[list[str]], seed: int,
+               width: int) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+    """(action texts [B][<=K], embeddings [B, K, d_a], mask [B, K]) for B current states."""
+    c, cat = self.config, self.prepared.catalogue
+    sets = []
+    for item, user, text, anchor_set in zip(items, user_ids, texts, fallback):
+      user = int(user)
+      if user not in self._profiles:
+        self._profiles[user] = profiles_lib.user_profile(cat, user)
+      cs = actions_lib.candidate_actions(
+          cat, int(self.prepared.items[item]), text, self._profiles[user],
+          num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
+          generate_fn=self.generate_fn, seed=seed)
+      sets.append(cs.actions[:width] or anchor_set)
+    action_emb, mask = embed_actions(self.prepared, sets, width)
+    return sets, action_emb, mask

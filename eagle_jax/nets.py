@@ -1,10 +1,11 @@
 """Pure-functional policy, reference and value networks (flax.linen: params in, values out).
 
 The EAGLE policy scores candidates; it does not write them. For one decision it sees the
-state embedding s (MiniLM of the current description and/or its latent z), the user
-embedding u (ALS factor), the K candidate edit actions A [K, d_a] (MiniLM of the action
-text) with a validity mask, and the step t < H, and returns one logit per candidate. Why a
-small MLP over [s, u, a, step, s*a, u*a] rather than an LLM:
+state embedding s (MiniLM of the current description and its latent z), the user embedding
+u (ALS factor), the K candidates' features A [K, d_a] (the action text's MiniLM embedding
+and E_D's reading of the edit, `eagle_jax.features`) with a validity mask, and the step
+t < H, and returns one logit per candidate. Why a small MLP over [s, u, a, step, s*a, u*a]
+rather than an LLM:
 
 * the three reference policies of the paper are distributions over the per-state candidate
   set, so a scorer gives the exact categorical KL(pi || pi_ref), not a sampled estimate;

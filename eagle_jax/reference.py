@@ -79,14 +79,14 @@ def targets(kind: str, mask: np.ndarray, next_utility: np.ndarray,
   return q / q.sum(1, keepdims=True)
 
 
-def sft_batch(states: np.ndarray, users: np.ndarray, action_emb: np.ndarray, mask: np.ndarray,
+def sft_batch(states: np.ndarray, users: np.ndarray, candidates: np.ndarray, mask: np.ndarray,
               q: np.ndarray, horizon: int) -> rl.SFTBatch:
   """Every anchor's decision repeated at each step t < H: the reference is myopic, so its
   distribution does not depend on t, and every step embedding it will be asked about is
   trained."""
   rep = lambda x: np.repeat(x, horizon, axis=0)  # noqa: E731
   return rl.SFTBatch(states=jnp.asarray(rep(states)), users=jnp.asarray(rep(users)),
-                     actions=jnp.asarray(rep(action_emb)), masks=jnp.asarray(rep(mask)),
+                     actions=jnp.asarray(rep(candidates)), masks=jnp.asarray(rep(mask)),
                      steps=jnp.asarray(np.tile(np.arange(horizon, dtype=np.int32), len(q))),
                      targets=jnp.asarray(rep(q)))
 

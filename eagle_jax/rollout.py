@@ -3,9 +3,8 @@
 State x_t is a description; the policy picks one of the anchor's candidate actions; the
 environment LLM rewrites all B descriptions of a batch in one batched, sharded call; E_D
 embeds them; the utility scores the final description x_H (terminal reward) or each step's
-change (delta reward). Policies are `choose(t, state_features, anchors) -> actions` callables,
-so the trained policy, the reference, random and greedy baselines share one loop: a
-policy sees (step t, state features [B, d_s], anchors [B], current texts [B]).
+change (delta reward). Policies are `choose(Observation) -> actions` callables, so the
+trained policy, the reference, random and greedy baselines share one loop.
 """
 
 from __future__ import annotations
@@ -18,9 +17,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eagle_jax import nets
+from eagle_jax import candidates as candidates_lib
+from eagle_jax import features, nets
 
-Choose = Callable[[int, np.ndarray, np.ndarray, list[str]], np.ndarray]
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+  """What a policy sees at step t of a batch of B episodes."""
+  step: int
+  states: np.ndarray        # [B, d_s] state features
+  candidates: np.ndarray    # [B, K, d_c] candidate features (`features.candidate_features`)
+  masks: np.ndarray         # [B, K] valid candidates
+  actions: list[list[str]]  # [B][<=K] the candidates' texts
+  anchors: np.ndarray       # [B] rows of the CandidateTable
+  texts: list[str]          # [B] current descriptions
+
+
+Choose = Callable[[Observation], np.ndarray]
 
 
 @dataclasses.dataclass
@@ -28,6 +41,9 @@ class Episodes:
   """B episodes of horizon H (arrays are numpy, batch first)."""
   anchors: np.ndarray       # [B] rows of the CandidateTable
   states: np.ndarray        # [B, H+1, d_s] state features of x_0..x_H
+  candidates: np.ndarray    # [B, H, K, d_c] candidate features at x_0..x_{H-1}
+  masks: np.ndarray         # [B, H, K] valid candidates at x_0..x_{H-1}
+  actions: list[list[str]]  # [B][H] the action text taken at each step
   chosen: np.ndarray        # [B, H] action index taken at each step
   z: np.ndarray             # [B, H+1, d] E_D latent of x_0..x_H
   utility: np.ndarray       # [B, H+1] U of x_0..x_H (total)
@@ -47,46 +63,52 @@ class Episodes:
     return r
 
 
-def state_features(prepared, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(features [N, 384 + d], z [N, d]): a state is its text embedding and its E_D latent."""
-  z = prepared.latent_of_embedding(emb)
-  return np.concatenate([emb, z], axis=-1).astype(np.float32), z
-
-
-def feature_dims(prepared, table) -> dict[str, int]:
-  """Input sizes of the scorer and value networks."""
-  return dict(state_dim=prepared.text_emb.shape[1] + prepared.item_z.shape[1],
-              user_dim=prepared.user_z.shape[1])
-
-
-def user_features(prepared, table) -> np.ndarray:
-  """[A, d]: the ALS factor of each anchor's user."""
-  return prepared.user_z[[prepared.user_row(u) for u in table.user_ids]]
-
-
 class EpisodeRunner:
   """Runs batches of episodes from anchors of a CandidateTable in the real environment."""
 
-  def __init__(self, prepared, table, env, *, horizon: int, personalise: bool):
+  def __init__(self, prepared, table, env, *, horizon: int, personalise: bool,
+               regenerate: candidates_lib.Regenerator | None = None):
+    """regenerate: None reuses each anchor's candidates at every step; a Regenerator makes
+    fresh ones for every later state x_t, t >= 1."""
     self.prepared = prepared
     self.table = table
     self.env = env
     self.horizon = horizon
     self.personalise = personalise
+    self.regenerate = regenerate
     self._utility = prepared.utility_fn()
-    self.users = user_features(prepared, table)
+    self.users = features.user_features(prepared, table)
 
   def state_features(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return state_features(self.prepared, emb)
+    return features.state_features(self.prepared, emb)
+
+  def candidates(self, t: int, anchors: np.ndarray, texts: list[str], seed: int):
+    """(texts [B][<=K], embeddings [B, K, d_a], mask [B, K]) of the candidates at step t."""
+    table = self.table
+    reuse = [table.actions[a] for a in anchors]
+    if self.regenerate is None or t == 0:
+      return reuse, table.action_emb[anchors], table.mask[anchors]
+    return self.regenerate(table.items[anchors], table.user_ids[anchors], texts, reuse,
+                           seed=seed, width=table.mask.shape[1])
+
+  def observe(self, t: int, anchors: np.ndarray, texts: list[str], emb: np.ndarray,
+              feats: np.ndarray, z: np.ndarray, seed: int) -> Observation:
+    """What the policy sees at step t: the state and its candidates' features."""
+    actions, action_emb, mask = self.candidates(t, anchors, texts, seed)
+    cands = features.candidate_features(
+        self.prepared, self._utility, emb, z, self.users[anchors], self.table.items[anchors],
+        action_emb, mask)
+    return Observation(step=t, states=feats, candidates=cands, masks=mask, actions=actions,
+                       anchors=anchors, texts=texts)
 
   def score(self, z: np.ndarray, anchors: np.ndarray):
     total, rating, distance = self._utility(jnp.asarray(z), jnp.asarray(self.users[anchors]),
                                             jnp.asarray(self.table.items[anchors]))
     return np.asarray(total), np.asarray(rating), np.asarray(distance)
 
-  def step(self, texts: list[str], anchors: np.ndarray, chosen: np.ndarray, seed: int):
-    """One environment transition for a batch: rewrite, then embed."""
-    actions = [self.table.actions[a][i] for a, i in zip(anchors, chosen)]
+  def step(self, texts: list[str], actions: list[str], anchors: np.ndarray, seed: int):
+    """One environment transition for a batch: rewrite each text following its action, then
+    embed."""
     context = [self.table.profiles[a] for a in anchors] if self.personalise else None
     start = time.perf_counter()
     result = self.env.rewrite(texts, actions, context, seed=seed)
@@ -101,12 +123,18 @@ class EpisodeRunner:
     emb = self.prepared.text_emb[self.table.items[anchors]]
     feats, z = self.state_features(emb)
     all_feats, all_z, chosen = [feats], [z], np.zeros((B, H), np.int32)
+    observations, taken = [], [[] for _ in anchors]
     degenerate, llm_s, tokens = 0, 0.0, 0
     for t in range(H):
-      chosen[:, t] = choose(t, feats, anchors, [x[-1] for x in texts])
       # Common random numbers: the same (seed, step) for every policy compared.
-      result, emb, dt = self.step([x[-1] for x in texts], anchors, chosen[:, t],
-                                  seed=seed * 1000 + t)
+      step_seed = seed * 1000 + t
+      obs = self.observe(t, anchors, [x[-1] for x in texts], emb, feats, z, step_seed)
+      observations.append(obs)
+      chosen[:, t] = choose(obs)
+      actions = [a[i] for a, i in zip(obs.actions, chosen[:, t])]
+      for x, a in zip(taken, actions):
+        x.append(a)
+      result, emb, dt = self.step(obs.texts, actions, anchors, seed=step_seed)
       llm_s += dt
       tokens += result.tokens
       degenerate += sum(r is not None for r in result.degenerate)
@@ -119,7 +147,10 @@ class EpisodeRunner:
     total, rating, distance = self.score(z.reshape(B * (H + 1), -1),
                                          np.repeat(anchors, H + 1))
     shape = (B, H + 1)
-    return Episodes(anchors=anchors, states=np.stack(all_feats, 1), chosen=chosen, z=z,
+    return Episodes(anchors=anchors, states=np.stack(all_feats, 1),
+                    candidates=np.stack([o.candidates for o in observations], 1),
+                    masks=np.stack([o.masks for o in observations], 1),
+                    actions=taken, chosen=chosen, z=z,
                     utility=total.reshape(shape), rating=rating.reshape(shape),
                     distance=distance.reshape(shape), texts=texts, degenerate=degenerate,
                     llm_s=llm_s, llm_tokens=tokens)
@@ -134,7 +165,8 @@ class EpisodeRunner:
     pairs = [(a, i) for a in anchors for i in range(K) if self.table.mask[a, i]]
     texts = [self.prepared.text(self.table.items[a]) for a, _ in pairs]
     pa = np.array([a for a, _ in pairs])
-    result, emb, _ = self.step(texts, pa, np.array([i for _, i in pairs]), seed=seed)
+    result, emb, _ = self.step(texts, [self.table.actions[a][i] for a, i in pairs], pa,
+                               seed=seed)
     _, z = self.state_features(emb)
     total, _, _ = self.score(z, pa)
     z_next = np.zeros((len(anchors), K, z.shape[1]), np.float32)
@@ -150,22 +182,15 @@ class EpisodeRunner:
 
 
 def scorer_policy(scorer: nets.ActionScorer, params, runner: EpisodeRunner, *,
-                  greedy: bool, rng: jax.Array | None = None,
-                  record: list | None = None) -> Choose:
-  """pi(a | x_t, u) from an ActionScorer: sampled (training) or argmax (evaluation).
-
-  `record` collects each step's logits, e.g. the reference's for the KL term.
-  """
+                  greedy: bool, rng: jax.Array | None = None) -> Choose:
+  """pi(a | x_t, u) from an ActionScorer: sampled (training) or argmax (evaluation)."""
   keys = [rng]
 
-  def choose(t, feats, anchors, texts):
-    del texts  # The scorer sees the text through its embedding.
+  def choose(obs: Observation):
     logits = nets.batched_logits(
-        scorer, params, jnp.asarray(feats), jnp.asarray(runner.users[anchors]),
-        jnp.asarray(runner.table.action_emb[anchors]), jnp.asarray(runner.table.mask[anchors]),
-        jnp.full(len(anchors), t, jnp.int32))
-    if record is not None:
-      record.append(np.asarray(logits))
+        scorer, params, jnp.asarray(obs.states), jnp.asarray(runner.users[obs.anchors]),
+        jnp.asarray(obs.candidates), jnp.asarray(obs.masks),
+        jnp.full(len(obs.anchors), obs.step, jnp.int32))
     if greedy:
       return np.asarray(jnp.argmax(logits, -1))
     keys[0], key = jax.random.split(keys[0])
@@ -173,23 +198,24 @@ def scorer_policy(scorer: nets.ActionScorer, params, runner: EpisodeRunner, *,
   return choose
 
 
-def logits_of(scorer: nets.ActionScorer, params, runner: EpisodeRunner, states: np.ndarray,
-              anchors: np.ndarray) -> np.ndarray:
+def logits_of(scorer: nets.ActionScorer, params, runner: EpisodeRunner,
+              episodes: Episodes) -> np.ndarray:
   """Logits [B, H, K] of a scorer at every recorded state x_0..x_{H-1} of a batch."""
-  B, H = states.shape[0], states.shape[1] - 1
+  B, H = episodes.chosen.shape
   flat = lambda x: jnp.asarray(np.repeat(x, H, axis=0))  # noqa: E731
   logits = nets.batched_logits(
-      scorer, params, jnp.asarray(states[:, :H].reshape(B * H, -1)), flat(runner.users[anchors]),
-      flat(runner.table.action_emb[anchors]), flat(runner.table.mask[anchors]),
-      jnp.tile(jnp.arange(H, dtype=jnp.int32), B))
+      scorer, params, jnp.asarray(episodes.states[:, :H].reshape(B * H, -1)),
+      flat(runner.users[episodes.anchors]),
+      jnp.asarray(episodes.candidates.reshape(B * H, *episodes.candidates.shape[2:])),
+      jnp.asarray(episodes.masks.reshape(B * H, -1)), jnp.tile(jnp.arange(H, dtype=jnp.int32), B))
   return np.asarray(logits).reshape(B, H, -1)
 
 
 def random_policy(runner: EpisodeRunner, seed: int) -> Choose:
   rng = np.random.default_rng(seed)
 
-  def choose(t, feats, anchors, texts):
-    return np.array([rng.choice(np.flatnonzero(runner.table.mask[a])) for a in anchors])
+  def choose(obs: Observation):
+    return np.array([rng.choice(np.flatnonzero(m)) for m in obs.masks])
   return choose
 
 
@@ -197,16 +223,15 @@ def greedy_one_step_policy(runner: EpisodeRunner, seed: int) -> Choose:
   """Looks one step ahead in the real environment: applies every candidate to x_t and takes
   the best predicted utility (K rewrites per decision: a strong but costly baseline)."""
 
-  def choose(t, feats, anchors, texts):
-    K = runner.table.mask.shape[1]
-    pairs = [(j, i) for j, a in enumerate(anchors) for i in range(K) if runner.table.mask[a, i]]
+  def choose(obs: Observation):
+    pairs = [(j, i) for j, m in enumerate(obs.masks) for i in np.flatnonzero(m)]
     rows = np.array([j for j, _ in pairs])
-    _, emb, _ = runner.step([texts[j] for j in rows], anchors[rows],
-                            np.array([i for _, i in pairs]), seed=seed * 7919 + t)
+    _, emb, _ = runner.step([obs.texts[j] for j in rows], [obs.actions[j][i] for j, i in pairs],
+                            obs.anchors[rows], seed=seed * 7919 + obs.step)
     _, z = runner.state_features(emb)
-    total, _, _ = runner.score(z, anchors[rows])
-    best = np.full(len(anchors), -np.inf)
-    chosen = np.zeros(len(anchors), np.int32)
+    total, _, _ = runner.score(z, obs.anchors[rows])
+    best = np.full(len(obs.anchors), -np.inf)
+    chosen = np.zeros(len(obs.anchors), np.int32)
     for (j, i), u in zip(pairs, total):
       if u > best[j]:
         best[j], chosen[j] = u, i

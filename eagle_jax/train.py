@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from eagle_jax import checkpoint, nets, rl, rollout
+from eagle_jax import checkpoint, features, nets, rl, rollout
 from eagle_jax.errors import EagleError
 from eagle_jax.logging_utils import MetricsLogger, read_metrics
 
@@ -32,8 +32,7 @@ def networks(config, horizon: int) -> tuple[nets.ActionScorer, nets.ValueNet]:
 def abstract_scorer_params(config, prepared, table, scorer: nets.ActionScorer):
   """Shapes of the scorer's params for this run's input sizes (a restore template)."""
   return jax.eval_shape(lambda: nets.init_policy(
-      jax.random.key(config.seed), scorer, action_dim=table.action_emb.shape[-1],
-      **rollout.feature_dims(prepared, table)))
+      jax.random.key(config.seed), scorer, **features.feature_dims(prepared, table)))
 
 
 def load_params(directory, abstract_params):
@@ -51,13 +50,11 @@ def rl_config(config, scorer, value_net) -> rl.RLConfig:
 def episodes_to_batch(episodes: rollout.Episodes, runner: rollout.EpisodeRunner,
                       ref_logits: np.ndarray, reward_mode: str) -> rl.Batch:
   H = episodes.chosen.shape[1]
-  a = episodes.anchors
-  per_step = lambda x: jnp.asarray(np.repeat(x[:, None], H, axis=1))  # noqa: E731
   return rl.Batch(states=jnp.asarray(episodes.states[:, :H]),
                   final_states=jnp.asarray(episodes.states[:, H]),
-                  users=jnp.asarray(runner.users[a]),
-                  actions=per_step(runner.table.action_emb[a]),
-                  masks=per_step(runner.table.mask[a]),
+                  users=jnp.asarray(runner.users[episodes.anchors]),
+                  actions=jnp.asarray(episodes.candidates),
+                  masks=jnp.asarray(episodes.masks),
                   chosen=jnp.asarray(episodes.chosen),
                   rewards=jnp.asarray(episodes.rewards(reward_mode), jnp.float32),
                   ref_logits=jnp.asarray(ref_logits))
@@ -72,8 +69,9 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
   scorer, value_net = networks(config, c.horizon)
   optimizer = rl.make_optimizer(c.policy_lr, c.value_lr, c.max_grad_norm)
   train_step = rl.make_train_step(optimizer, rl_config(config, scorer, value_net), mesh)
+  dims = features.feature_dims(runner.prepared, runner.table)
   value_params = nets.init_value(jax.random.key(config.seed + 1), value_net,
-                                 **rollout.feature_dims(runner.prepared, runner.table))
+                                 state_dim=dims["state_dim"], user_dim=dims["user_dim"])
   state = rl.TrainState.create({"policy": ref_params, "value": value_params}, optimizer,
                                jax.random.key(config.seed))
   ckpt = checkpoint.Checkpointer(workdir / "checkpoints", max_to_keep=config.checkpoint.keep)
@@ -102,7 +100,7 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
     policy = rollout.scorer_policy(scorer, state.params["policy"], runner, greedy=False,
                                    rng=policy_key)
     episodes = runner.run(anchors, policy, seed=config.seed * 100_000 + it)
-    ref_logits = rollout.logits_of(scorer, ref_params, runner, episodes.states, anchors)
+    ref_logits = rollout.logits_of(scorer, ref_params, runner, episodes)
     batch = episodes_to_batch(episodes, runner, ref_logits, c.reward)
     t1 = time.perf_counter()
     state, metrics = train_step(state, batch)

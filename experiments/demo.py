@@ -59,7 +59,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.llm.model = "smollm2"  # "smollm2", "gemma3-270m", an HF checkpoint dir or a .gguf file.
   c.llm.dtype = "float32"
   c.llm.max_new_tokens = 64  # ~3 sentences; rewrites are cut at the last sentence end.
-  c.llm.temperature = 0.7
+  # Greedy decoding: a deterministic environment. SmolLM2's sampled rewrites (0.7) vary so
+  # much that the same action's one-step utility correlates 0.06 across two seeds, i.e. the
+  # sampling noise swamps the action's effect; greedy rewrites also degenerate less.
+  c.llm.temperature = 0.0
   c.llm.top_k = 0
   c.llm.top_p = 1.0  # A nucleus needs a full-vocabulary sort per token: 2x slower on CPU.
   c.llm.batch_size = 16
@@ -76,7 +79,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # Anchors and candidate actions (paper: 50 generic + 50 personalised per movie).
   c.actions = ml_collections.ConfigDict()
-  c.actions.num_anchors = 16  # (movie, user) pairs; a held-out fraction is kept for evaluation.
+  # (movie, user) pairs; a held-out fraction (unseen movies) is kept for evaluation.
+  c.actions.num_anchors = 96
   c.actions.heldout_fraction = 0.25
   c.actions.num_generic = 6  # Paper: 50 + 50; every candidate costs one rewrite in `design`.
   c.actions.num_personalised = 6
@@ -84,6 +88,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # Myopic G-optimal design over the candidates' next-state latents (paper: subsets of 10).
   c.design = ml_collections.ConfigDict()
+  # Anchors that get one-step rollouts (K rewrites each) and train the reference; 0: all.
+  # RL trains on every training anchor: many anchors, few visits each, so the policy
+  # cannot memorise anchors and must learn what transfers to unseen ones.
+  c.design.num_anchors = 16
   c.design.subset_size = 8  # >= latent dim, so the subset design can span Z (paper: 10)
   c.design.eps = 0.01
   c.design.max_iters = 10_000
@@ -112,13 +120,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.rl.value_coef = 0.5
   c.rl.max_grad_norm = 1.0
   c.rl.reward = "terminal"  # or "delta": per-step utility differences.
+  # Candidates of a later state x_t: "reuse" the anchor's, or "regenerate" them from x_t
+  # with config.actions.source (library draws, or the LLM reading the current description).
+  c.rl.candidates = "reuse"
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 2
   c.checkpoint.keep = 3
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.episodes_per_pair = 2
+  c.eval.episodes_per_pair = 1  # Greedy environment: argmax policies would repeat exactly.
   c.eval.best_of_n = 2
   c.eval.greedy_baseline = False  # K rewrites per decision: the costliest baseline.
 

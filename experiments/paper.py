@@ -29,6 +29,7 @@ def get_config(arg: str = ""):
   c.actions.num_anchors = 2000  # Not in the paper.
   c.actions.num_generic = 50
   c.actions.num_personalised = 50
+  c.design.num_anchors = 0  # Every anchor (paper: all movies).
   c.design.subset_size = 16  # Paper: 10 with its own latent dim; keep >= als.dim.
   c.design.method = "frank_wolfe"
   c.reference.steps = 5000

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from eagle_jax import (candidates, distributed, env as env_lib, evaluate, prepared, reference,
-                       report, rollout, train)
+from eagle_jax import (candidates, distributed, env as env_lib, evaluate, features, prepared,
+                       reference, report, rollout, train)
 from eagle_jax.config import load_config
 from eagle_jax.llm import model as model_lib
 from eagle_jax.llm import sampler as sampler_lib
@@ -51,10 +51,9 @@ def reference_params(world):
   z_next, next_utility, _ = runner.one_step_all(np.arange(table.num_anchors), seed=0)
   subsets, _ = reference.design_subsets(z_next, table.mask, config.design, config.seed)
   q = reference.targets("goptimal", table.mask, next_utility, subsets)
-  states, _ = rollout.state_features(w, w.text_emb[table.items])
-  users = rollout.user_features(w, table)
+  states, users, cands = features.initial_features(w, table)
   rows = table.split(heldout=False)
-  batch = reference.sft_batch(states[rows], users[rows], table.action_emb[rows], table.mask[rows],
+  batch = reference.sft_batch(states[rows], users[rows], cands[rows], table.mask[rows],
                               q[rows], config.rl.horizon)
   scorer, _ = train.networks(config, config.rl.horizon)
   params, metrics = reference.train_reference(
@@ -134,3 +133,26 @@ def test_evaluation_and_report(world, reference_params, tmp_path):
       trajectories=episodes["eagle"].z, anchor_z=episodes["eagle"].z[:, 0], title="t")
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   json.dumps(results)  # eval.json must serialise
+
+
+def test_regenerated_candidates_at_later_states(world, reference_params):
+  config, w, table, runner = world
+  regen = rollout.EpisodeRunner(w, table, runner.env, horizon=config.rl.horizon,
+                                personalise=False,
+                                regenerate=candidates.Regenerator(w, config))
+  anchors = table.split(heldout=False)[:3]
+  scorer, _ = train.networks(config, config.rl.horizon)
+  episodes = regen.run(anchors, rollout.scorer_policy(scorer, reference_params[0], regen,
+                                                      greedy=True), seed=0)
+  K = table.mask.shape[1]
+  assert episodes.masks.shape == (3, config.rl.horizon, K) and episodes.masks.all()
+  for b, a in enumerate(anchors):
+    assert episodes.actions[b][0] == table.actions[a][episodes.chosen[b, 0]]  # x_0: the anchor's
+  # x_1: a fresh library draw, so its candidates (and their features) are new.
+  fresh = regen.candidates(1, anchors, [t[1] for t in episodes.texts], seed=1)[0]
+  assert all(set(f) != set(table.actions[a]) for f, a in zip(fresh, anchors))
+  assert all(e[1] in f for e, f in zip(episodes.actions, fresh))
+  assert not np.allclose(episodes.candidates[:, 1, :, :384], table.action_emb[anchors])
+  batch = train.episodes_to_batch(episodes, regen, rollout.logits_of(
+      scorer, reference_params[0], regen, episodes), "terminal")
+  assert batch.actions.shape[:3] == (3, config.rl.horizon, K)

@@ -40,12 +40,27 @@ def build_environment(config):
 
 def load_runner(config):
   """The prepared world, the anchors' candidate table and an episode runner over them."""
-  from eagle_jax import candidates, prepared, rollout
+  from eagle_jax import candidates, prepared
   world = prepared.load(config)
   table = candidates.CandidateTable.load(workdir(config) / "candidates.npz")
-  runner = rollout.EpisodeRunner(world, table, build_environment(config),
-                                 horizon=config.rl.horizon, personalise=config.env.personalise)
-  return world, table, runner
+  return world, table, make_runner(config, world, table)
+
+
+def make_runner(config, world, table, environment=None):
+  """An episode runner in the config's environment; later states reuse their anchor's
+  candidates or get fresh ones (config.rl.candidates)."""
+  from eagle_jax import candidates, rollout
+  from eagle_jax.errors import EagleError
+  environment = environment or build_environment(config)
+  mode = config.rl.candidates
+  if mode not in ("reuse", "regenerate"):
+    raise EagleError(f"config.rl.candidates={mode!r}: expected 'reuse' or 'regenerate'")
+  regenerate = None
+  if mode == "regenerate":
+    generate = generate_fn(environment, config) if config.actions.source != "library" else None
+    regenerate = candidates.Regenerator(world, config, generate)
+  return rollout.EpisodeRunner(world, table, environment, horizon=config.rl.horizon,
+                               personalise=config.env.personalise, regenerate=regenerate)
 
 
 def generate_fn(environment, config):

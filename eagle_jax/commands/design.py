@@ -2,7 +2,8 @@
 
 One-step rollouts are cached per anchor under <workdir>/one_step/ (interrupt and re-run to
 continue). The design over each anchor's next-state latents picks config.design.subset_size
-candidates; its coverage is compared with random subsets of the same size.
+candidates; its coverage is compared with random subsets of the same size. Only
+config.design.num_anchors anchors get it (0: all): they are what the reference trains on.
 """
 
 from __future__ import annotations
@@ -19,46 +20,51 @@ def add_args(parser: argparse.ArgumentParser) -> None:
   common.add_run_args(parser)
 
 
-def one_step_rollouts(runner, config, anchors_per_call: int):
-  """z_next [A, K, d], next utility [A, K]; cached per anchor so a run can resume."""
+def one_step_rollouts(runner, config, rows: np.ndarray, anchors_per_call: int):
+  """z_next [A, K, d], next utility [A, K] of the given anchors; cached per anchor so a run
+  can resume."""
   from eagle_jax import artifacts
   table = runner.table
   folder = common.workdir(config) / "one_step"
-  paths = [folder / f"{i}_{int(table.user_ids[i])}.npz" for i in range(table.num_anchors)]
-  todo = [i for i, p in enumerate(paths) if not p.is_file()]
+  paths = {i: folder / f"{i}_{int(table.user_ids[i])}.npz" for i in rows}
+  todo = [i for i in rows if not paths[i].is_file()]
   for start in tqdm.trange(0, len(todo), anchors_per_call, desc="one-step rollouts",
                            unit="chunk"):
     chunk = np.array(todo[start:start + anchors_per_call])
     z, u, texts = runner.one_step_all(chunk, seed=config.seed)
     for j, a in enumerate(chunk):
       artifacts.write_npz(paths[a], z=z[j], utility=u[j], texts=np.array(texts[j], np.str_))
-  loaded = [artifacts.read_npz(p) for p in paths]
+  loaded = [artifacts.read_npz(paths[i]) for i in rows]
   return np.stack([x["z"] for x in loaded]), np.stack([x["utility"] for x in loaded])
 
 
 def run(args) -> int:
-  from eagle_jax import artifacts, reference
+  from eagle_jax import artifacts, features, reference
   config = common.config_from_args(args)
   workdir = common.workdir(config)
-  _, table, runner = common.load_runner(config)
+  world, table, runner = common.load_runner(config)
   K = table.mask.shape[1]
+  rows = table.design_rows(config.design.num_anchors)
+  mask = table.mask[rows]
   z_next, next_utility = one_step_rollouts(
-      runner, config, anchors_per_call=max(1, 4 * config.llm.batch_size // K))
-  subsets, stats = reference.design_subsets(z_next, table.mask, config.design, config.seed)
+      runner, config, rows, anchors_per_call=max(1, 4 * config.llm.batch_size // K))
+  subsets, stats = reference.design_subsets(z_next, mask, config.design, config.seed)
   coverage = {
-      "goptimal": reference.subset_coverage(z_next, table.mask, subsets),
+      "goptimal": reference.subset_coverage(z_next, mask, subsets),
       "random": reference.subset_coverage(
-          z_next, table.mask,
-          reference.random_subsets(table.mask, config.design.subset_size, config.seed)),
+          z_next, mask, reference.random_subsets(mask, config.design.subset_size, config.seed)),
   }
-  summary = {"coverage": coverage, "method": config.design.method,
+  # Does the action matter one step ahead, and does E_D's reading of the edit predict it?
+  predicted_gain = features.initial_features(world, table)[2][rows, :, -1]
+  steer = features.steerability(predicted_gain, next_utility, mask)
+  summary = {"coverage": coverage, "steerability": steer, "method": config.design.method,
              **{k: v.tolist() for k, v in stats.items()}}
-  artifacts.write_npz(workdir / "design.npz", subsets=subsets, z_next=z_next,
+  artifacts.write_npz(workdir / "design.npz", anchors=rows, subsets=subsets, z_next=z_next,
                       next_utility=next_utility)
   artifacts.write_json(workdir / "design.json", summary)
   g, r = coverage["goptimal"], coverage["random"]
-  print(f"G-optimal design ({config.design.method}) over {K} candidates x {table.num_anchors} "
-        f"anchors, subsets of {config.design.subset_size}:")
+  print(f"G-optimal design ({config.design.method}) over {K} candidates x {len(rows)} "
+        f"of {table.num_anchors} anchors, subsets of {config.design.subset_size}:")
   if "converged" in stats:
     print(f"  converged {int(stats['converged'].sum())}/{len(subsets)}, achieved eps "
           f"median {np.median(stats['achieved_eps']):.4f}, span rank "
@@ -66,4 +72,7 @@ def run(args) -> int:
   print("  coverage of all candidates   log det   max leverage (median)")
   print(f"  G-optimal subset          {g['log_det']:9.3f}   {g['max_leverage']:9.2f}")
   print(f"  random subset             {r['log_det']:9.3f}   {r['max_leverage']:9.2f}")
+  print(f"one-step utility over a random pick: best candidate +{steer['oracle_gain']:.3f}, "
+        f"best by E_D's reading of the edit {steer['predicted_gain']:+.3f} "
+        f"(within-anchor correlation {steer['correlation']:.2f})")
   return 0

@@ -44,8 +44,7 @@ def run(args) -> int:
   environment = common.build_environment(config)
   generate = common.generate_fn(environment, config) if config.actions.source != "library" else None
   table = candidates.single_anchor(world, config, item, args.user, generate)
-  runner = rollout.EpisodeRunner(world, table, environment, horizon=config.rl.horizon,
-                                 personalise=config.env.personalise)
+  runner = common.make_runner(config, world, table, environment)
   scorer, _ = train.networks(config, config.rl.horizon)
   path = pathlib.Path(args.checkpoint) if args.checkpoint else common.workdir(config) / "checkpoints"
   policy = load_policy(path)
@@ -56,5 +55,5 @@ def run(args) -> int:
           f"distance {ep.distance[0, t]:.3f})")
     print(f"  {ep.texts[0][t]}")
     if t < config.rl.horizon:
-      print(f"  action: {table.actions[0][ep.chosen[0, t]]}")
+      print(f"  action: {ep.actions[0][t]}")
   return 0

@@ -17,25 +17,29 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
   import jax
 
-  from eagle_jax import (artifacts, candidates, checkpoint, distributed, prepared, reference,
-                         rollout, train)
+  from eagle_jax import (artifacts, candidates, checkpoint, distributed, features, prepared,
+                         reference, train)
   config = common.config_from_args(args, (("kind", "reference.kind"),))
   workdir = common.workdir(config)
   world = prepared.load(config)
   table = candidates.CandidateTable.load(workdir / "candidates.npz")
   design = artifacts.read_npz(workdir / "design.npz")
-  q = reference.targets(config.reference.kind, table.mask, design["next_utility"],
+  rows = design["anchors"]  # The anchors the design covered, train and held-out.
+  q = reference.targets(config.reference.kind, table.mask[rows], design["next_utility"],
                         design["subsets"])
-  states, _ = rollout.state_features(world, world.text_emb[table.items])
-  users = rollout.user_features(world, table)
+  states, users, cands = features.initial_features(world, table)
 
-  def batch(rows):
-    return reference.sft_batch(states[rows], users[rows], table.action_emb[rows],
-                               table.mask[rows], q[rows], config.rl.horizon)
+  def batch(heldout):
+    keep = table.heldout[rows] == heldout
+    if not keep.any():
+      return None
+    r = rows[keep]
+    return reference.sft_batch(states[r], users[r], cands[r], table.mask[r], q[keep],
+                               config.rl.horizon)
 
   scorer, _ = train.networks(config, config.rl.horizon)
   params, metrics = reference.train_reference(
-      scorer, batch(table.split(heldout=False)), batch(table.split(heldout=True)),
+      scorer, batch(heldout=False), batch(heldout=True),
       lr=config.reference.lr, steps=config.reference.steps, mesh=distributed.make_mesh(),
       seed=config.seed)
   directory = workdir / "reference" / config.reference.kind

@@ -1,0 +1,105 @@
+"""What the policy, reference and value networks see of a state, a user and a candidate.
+
+* state x_t: the MiniLM embedding of the description and its E_D latent z_t;
+* user u: the ALS factor z_u;
+* candidate a: the MiniLM embedding of the action text, plus E_D's reading of the *literal
+  edit*: z_hat = E_D(unit(emb(x_t) + emb(a))), the latent of a text that says both what the
+  description says and what the action asks for. The candidate carries z_hat - z_t,
+  z_u * (z_hat - z_t) and its predicted utility gain U(z_hat) - U(z_t), standardised over
+  the state's candidates (a rank-like score of unit scale: Adam moves every weight by about
+  the learning rate, so a feature of scale 0.1 would need 10x the updates to matter).
+
+Why the edit features: the policy must generalise to movies and users it never trained on
+from a few hundred episodes. A 384-d action embedding alone makes it learn, from scratch,
+how text moves the latent space; z_hat hands it a noisy but cheap first guess (on the demo's
+one-step rewrites its utility correlates 0.3 with the real one), and RL learns how much to
+trust it. The real next state is still only known after the environment LLM rewrites.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def state_features(prepared, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(features [N, 384 + d], z [N, d]): a state is its text embedding and its E_D latent."""
+  z = prepared.latent_of_embedding(emb)
+  return np.concatenate([emb, z], axis=-1).astype(np.float32), z
+
+
+def user_features(prepared, table) -> np.ndarray:
+  """[A, d]: the ALS factor of each anchor's user."""
+  return prepared.user_z[[prepared.user_row(u) for u in table.user_ids]]
+
+
+def candidate_features(prepared, utility, emb: np.ndarray, z: np.ndarray, users: np.ndarray,
+                       anchor_items: np.ndarray, action_emb: np.ndarray,
+                       mask: np.ndarray) -> np.ndarray:
+  """[B, K, d_a + 2 d + 1] features of each state's K candidates (zeros where masked).
+
+  Args:
+    prepared: the `Prepared` domain (E_D's head).
+    utility: `prepared.utility_fn()`, U(z; u, anchor) batched over rows.
+    emb: [B, d_e] text embeddings of the current states; z: [B, d] their latents.
+    users: [B, d] user factors; anchor_items: [B] the anchor movie (kNN exclusion).
+    action_emb: [B, K, d_a] candidate embeddings; mask: [B, K] valid candidates.
+  """
+  B, K, _ = action_emb.shape
+  mixed = emb[:, None, :] + action_emb
+  mixed /= np.maximum(np.linalg.norm(mixed, axis=-1, keepdims=True), 1e-6)
+  z_hat = prepared.latent_of_embedding(mixed.reshape(B * K, -1).astype(np.float32))
+  rows = np.repeat(np.arange(B), K)
+  u_hat = np.asarray(utility(z_hat, users[rows], anchor_items[rows])[0]).reshape(B, K)
+  u_now = np.asarray(utility(z, users, anchor_items)[0])
+  shift = z_hat.reshape(B, K, -1) - z[:, None, :]
+  feats = np.concatenate([action_emb, shift, users[:, None, :] * shift,
+                          standardise(u_hat - u_now[:, None], mask)[..., None]], axis=-1)
+  return np.where(mask[..., None], feats, 0.0).astype(np.float32)
+
+
+def initial_features(prepared, table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(states [A, d_s], users [A, d_u], candidates [A, K, d_c]) at every anchor's x_0."""
+  emb = prepared.text_emb[table.items]
+  states, z = state_features(prepared, emb)
+  users = user_features(prepared, table)
+  return states, users, candidate_features(prepared, prepared.utility_fn(), emb, z, users,
+                                           table.items, table.action_emb, table.mask)
+
+
+def standardise(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """x [B, K] z-scored over each row's valid entries (0 where a row has no spread)."""
+  n = np.maximum(mask.sum(-1, keepdims=True), 1)
+  mean = np.where(mask, x, 0.0).sum(-1, keepdims=True) / n
+  centred = np.where(mask, x - mean, 0.0)
+  std = np.sqrt((centred ** 2).sum(-1, keepdims=True) / n)
+  return np.where(std > 1e-8, centred / np.maximum(std, 1e-8), 0.0)
+
+
+def steerability(predicted: np.ndarray, actual: np.ndarray, mask: np.ndarray) -> dict:
+  """How much the action matters one step ahead, and how well a feature predicts it.
+
+  Args:
+    predicted: [A, K] a per-candidate score (e.g. the standardised predicted gain).
+    actual: [A, K] the real one-step utility of each candidate (the design's rollouts).
+    mask: [A, K] valid candidates.
+
+  Returns the mean over anchors of: `oracle_gain`, max - mean of the real utility (what
+  knowing the outcome is worth over a random pick); `predicted_gain`, the real utility of
+  the predicted best minus the mean; `correlation`, the within-anchor Pearson correlation.
+  """
+  oracle, chosen, corr = [], [], []
+  for p, u, m in zip(predicted, actual, mask):
+    p, u = p[m], u[m]
+    oracle.append(u.max() - u.mean())
+    chosen.append(u[np.argmax(p)] - u.mean())
+    if p.std() > 0 and u.std() > 0:
+      corr.append(np.corrcoef(p, u)[0, 1])
+  return {"oracle_gain": float(np.mean(oracle)), "predicted_gain": float(np.mean(chosen)),
+          "correlation": float(np.mean(corr)) if corr else float("nan")}
+
+
+def feature_dims(prepared, table) -> dict[str, int]:
+  """Input sizes of the scorer and value networks."""
+  d = prepared.item_z.shape[1]
+  return dict(state_dim=prepared.text_emb.shape[1] + d, user_dim=prepared.user_z.shape[1],
+              action_dim=table.action_emb.shape[-1] + 2 * d + 1)

@@ -1,0 +1,100 @@
+"""Network inputs (`eagle_jax.features`) and the design's anchor subset, on tiny dummies."""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eagle_jax import features
+from eagle_jax.candidates import CandidateTable
+from eagle_jax.latent import utility as utility_lib
+
+D_EMB, D, K = 6, 3, 4
+
+
+@pytest.fixture
+def domain():
+  rng = np.random.default_rng(0)
+  head = rng.normal(size=(D_EMB, D)).astype(np.float32)
+  catalogue = rng.normal(size=(10, D)).astype(np.float32)
+  prepared = types.SimpleNamespace(latent_of_embedding=lambda e: np.asarray(e) @ head)
+
+  @jax.jit
+  def utility(z, users, anchors):
+    return jax.vmap(lambda z_, u_, a_: utility_lib.utility(
+        z_, u_, jnp.asarray(catalogue), lam=0.1, k=3, exclude_index=a_))(z, users, anchors)
+  return prepared, utility, rng
+
+
+def test_candidate_features_read_the_literal_edit(domain):
+  prepared, utility, rng = domain
+  emb = rng.normal(size=(2, D_EMB)).astype(np.float32)
+  emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+  z = prepared.latent_of_embedding(emb)
+  users = rng.normal(size=(2, D)).astype(np.float32)
+  anchors = np.array([1, 7])
+  actions = rng.normal(size=(2, K, D_EMB)).astype(np.float32)
+  mask = np.array([[True, True, True, False], [True, True, True, True]])
+  got = features.candidate_features(prepared, utility, emb, z, users, anchors, actions, mask)
+  assert got.shape == (2, K, D_EMB + 2 * D + 1) and got.dtype == np.float32
+  assert not got[0, 3].any()  # A masked candidate carries nothing.
+  b, k = 1, 2  # One candidate, recomputed by hand.
+  mixed = emb[b] + actions[b, k]
+  z_hat = prepared.latent_of_embedding(mixed / np.linalg.norm(mixed))
+  u_hat = utility(z_hat[None], users[b:b + 1], anchors[b:b + 1])[0][0]
+  u_now = utility(z[b:b + 1], users[b:b + 1], anchors[b:b + 1])[0][0]
+  np.testing.assert_allclose(got[b, k, :D_EMB], actions[b, k])
+  np.testing.assert_allclose(got[b, k, D_EMB:D_EMB + D], z_hat - z[b], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got[b, k, D_EMB + D:-1], users[b] * (z_hat - z[b]), rtol=1e-5,
+                             atol=1e-6)
+  gains = []  # The gain is z-scored over the state's candidates.
+  for j in range(K):
+    mixed = emb[b] + actions[b, j]
+    zj = prepared.latent_of_embedding(mixed / np.linalg.norm(mixed))
+    gains.append(float(utility(zj[None], users[b:b + 1], anchors[b:b + 1])[0][0] - u_now))
+  gains = np.array(gains)
+  assert gains[k] == pytest.approx(float(u_hat - u_now), abs=1e-6)
+  np.testing.assert_allclose(got[b, :, -1], (gains - gains.mean()) / gains.std(), rtol=1e-4,
+                             atol=1e-5)
+  assert got[0, :3, -1].mean() == pytest.approx(0, abs=1e-6)  # Masked entries excluded.
+  assert got[0, :3, -1].std() == pytest.approx(1, abs=1e-5)
+
+
+def test_standardise_handles_constant_rows():
+  x = np.array([[1.0, 1.0, 5.0], [2.0, 4.0, 6.0]])
+  mask = np.array([[True, True, False], [True, True, True]])
+  got = features.standardise(x, mask)
+  np.testing.assert_array_equal(got[0], 0.0)
+  np.testing.assert_allclose(got[1], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
+
+
+def _table(num: int, heldout: int) -> CandidateTable:
+  flags = np.zeros(num, bool)
+  flags[num - heldout:] = True
+  return CandidateTable(items=np.arange(num), user_ids=np.arange(num), heldout=flags,
+                        actions=[["a"]] * num, action_emb=np.zeros((num, 1, 2), np.float32),
+                        mask=np.ones((num, 1), bool), profiles=[""] * num)
+
+
+def test_design_rows_keep_the_train_heldout_proportion():
+  table = _table(40, 10)
+  rows = table.design_rows(8)
+  assert rows.tolist() == [0, 1, 2, 3, 4, 5, 30, 31]  # 6 training + 2 held-out anchors.
+  assert table.design_rows(0).tolist() == list(range(40))
+  assert table.design_rows(100).tolist() == list(range(40))
+
+
+def test_steerability_of_a_perfect_and_a_reversed_predictor():
+  actual = np.array([[1.0, 2.0, 4.0, 9.0], [0.0, 3.0, 0.0, 0.0]])
+  mask = np.array([[True, True, True, False], [True, True, True, True]])
+  perfect = features.steerability(actual, actual, mask)
+  assert perfect["oracle_gain"] == pytest.approx(((4 - 7 / 3) + (3 - 0.75)) / 2)
+  assert perfect["predicted_gain"] == pytest.approx(perfect["oracle_gain"])
+  assert perfect["correlation"] == pytest.approx(1.0)
+  reversed_ = features.steerability(-actual, actual, mask)
+  assert reversed_["predicted_gain"] == pytest.approx(((1 - 7 / 3) + (0 - 0.75)) / 2)
+  assert reversed_["correlation"] == pytest.approx(-1.0)
