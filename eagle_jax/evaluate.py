@@ -31,7 +31,9 @@ def _summary(episodes: rollout.Episodes, terminal: np.ndarray | None = None) -> 
 def compare_policies(runner: rollout.EpisodeRunner, scorer, policy_params, ref_params,
                      anchors: np.ndarray, *, episodes_per_pair: int, best_of_n: int,
                      seed: int, greedy_baseline: bool = True) -> tuple[dict, dict]:
-  """Returns ({policy: summary}, {policy: Episodes of the first repetition})."""
+  """Returns ({policy: summary}, {policy: Episodes of the first repetition}). A summary
+  holds U(x_H)'s mean and 95% CI, its terms, the gain over x_0 and, paired anchor by anchor,
+  the difference to random (`minus_random`; EAGLE also has `minus_reference`)."""
   anchors = np.repeat(np.asarray(anchors), episodes_per_pair)
   env_seed = 10_000 + seed  # Disjoint from the training seeds.
   runs = {
@@ -41,22 +43,24 @@ def compare_policies(runner: rollout.EpisodeRunner, scorer, policy_params, ref_p
   }
   if greedy_baseline:
     runs["greedy_one_step"] = rollout.greedy_one_step_policy(runner, env_seed)
-  results, episodes = {}, {}
+  results, episodes, terminal = {}, {}, {}
   for name, choose in runs.items():
     ep = runner.run(anchors, choose, seed=env_seed)
-    results[name], episodes[name] = _summary(ep), ep
+    results[name], episodes[name], terminal[name] = _summary(ep), ep, ep.utility[:, -1]
     print(f"  {name:>16}: U(x_H) = {results[name]['mean']:.3f} ± {results[name]['ci95']:.3f}",
           flush=True)
   if best_of_n > 1:
     tries = [runner.run(anchors, rollout.random_policy(runner, seed + 1 + i), seed=env_seed + 1 + i)
              for i in range(best_of_n)]
-    best = np.max(np.stack([t.utility[:, -1] for t in tries]), axis=0)
     name = f"best_of_{best_of_n}"
-    results[name] = _summary(tries[0], terminal=best)
+    terminal[name] = np.max(np.stack([t.utility[:, -1] for t in tries]), axis=0)
+    results[name] = _summary(tries[0], terminal=terminal[name])
     results[name]["degenerate"] = int(sum(t.degenerate for t in tries))
     print(f"  {name:>16}: U(x_H) = {results[name]['mean']:.3f} ± {results[name]['ci95']:.3f}",
           flush=True)
-  eagle = episodes["eagle"].utility[:, -1]
-  for name in ("random", "reference"):
-    results[f"eagle_minus_{name}"] = mean_ci(eagle - episodes[name].utility[:, -1])
+  # Paired over the same anchors: far tighter than comparing the two means' own CIs.
+  for name in results:
+    if name != "random":
+      results[name]["minus_random"] = mean_ci(terminal[name] - terminal["random"])
+  results["eagle"]["minus_reference"] = mean_ci(terminal["eagle"] - terminal["reference"])
   return results, episodes

@@ -25,7 +25,8 @@ def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def write_report(path, *, history: list[dict], comparison: dict[str, dict],
                  catalogue_z: np.ndarray, trajectories: np.ndarray, anchor_z: np.ndarray,
                  title: str) -> None:
-  """history: metrics rows; comparison: policy -> {mean, ci95}; trajectories [E, H+1, d]."""
+  """history: metrics rows; comparison: `evaluate.compare_policies` results;
+  trajectories [E, H+1, d]."""
   fig, axes = plt.subplots(2, 4, figsize=(20, 9))
   fig.suptitle(title)
   for ax, key in zip(axes.flat[:6], CURVES):
@@ -36,14 +37,16 @@ def write_report(path, *, history: list[dict], comparison: dict[str, dict],
     ax.set_title(key)
     ax.set_xlabel("iteration")
 
-  ax = axes.flat[6]
-  names = list(comparison)
-  means = [comparison[n]["mean"] for n in names]
-  cis = [comparison[n]["ci95"] for n in names]
+  ax = axes.flat[6]  # Paired differences: each policy minus random on the same anchors.
+  names = [n for n in comparison if "minus_random" in comparison[n]]
+  means = [comparison[n]["minus_random"]["mean"] for n in names]
+  cis = [comparison[n]["minus_random"]["ci95"] for n in names]
   ax.bar(range(len(names)), means, yerr=cis, capsize=4,
          color=["tab:red" if n == "eagle" else "tab:gray" for n in names])
+  ax.axhline(0.0, color="black", lw=0.8)
   ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-  ax.set_title("held-out terminal utility (95% CI)")
+  n = comparison[names[0]]["minus_random"]["n"] if names else 0
+  ax.set_title(f"held-out U(x_H) minus random's, paired (95% CI, n={n})")
 
   ax = axes.flat[7]
   mean, axes2 = pca_2d(catalogue_z)

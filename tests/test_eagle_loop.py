@@ -126,10 +126,11 @@ def test_evaluation_and_report(world, reference_params, tmp_path):
   for name in ("eagle", "reference", "random", "greedy_one_step", "best_of_2"):
     assert results[name]["n"] == 4 and np.isfinite(results[name]["mean"])
   # Same policy, same environment seeds: identical outcomes (common random numbers).
-  assert results["eagle_minus_reference"]["mean"] == 0.0
+  assert results["eagle"]["minus_reference"]["mean"] == 0.0
+  assert results["reference"]["minus_random"]["n"] == 4 and "minus_random" not in results["random"]
   path = tmp_path / "report.png"
-  report.write_report(path, history=[{"step": 1, "reward/mean": 1.0}], comparison={
-      k: v for k, v in results.items() if "minus" not in k}, catalogue_z=w.item_z,
+  report.write_report(path, history=[{"step": 1, "reward/mean": 1.0}], comparison=results,
+      catalogue_z=w.item_z,
       trajectories=episodes["eagle"].z, anchor_z=episodes["eagle"].z[:, 0], title="t")
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   json.dumps(results)  # eval.json must serialise

@@ -47,12 +47,14 @@ def run(args) -> int:
   eagle = episodes["eagle"]
   report.write_report(
       workdir / "report.png", history=history,
-      comparison={k: v for k, v in results.items() if "minus" not in k},
+      comparison=results,
       catalogue_z=world.item_z, trajectories=eagle.z, anchor_z=eagle.z[:, 0],
       title=f"EAGLE on {world.catalogue.name}: {config.llm.model} environment, "
             f"{config.reference.kind} reference, H={config.rl.horizon}")
-  d = results["eagle_minus_random"]
-  print(f"EAGLE - random: {d['mean']:+.3f} ± {d['ci95']:.3f}; report: {workdir / 'report.png'}")
+  for baseline in ("random", "reference"):
+    d = results["eagle"][f"minus_{baseline}"]
+    print(f"EAGLE - {baseline} (paired): {d['mean']:+.3f} ± {d['ci95']:.3f}")
+  print(f"report: {workdir / 'report.png'}")
   ex = int(np.argmax(eagle.utility[:, -1] - eagle.utility[:, 0]))
   print(f"example ({world.title(table.items[eagle.anchors[ex]])}):")
   for t, text in enumerate(eagle.texts[ex]):
