@@ -99,6 +99,22 @@ def steerability(predicted: np.ndarray, actual: np.ndarray, mask: np.ndarray) ->
           "correlation": float(np.mean(corr)) if corr else float("nan")}
 
 
+def action_identification(rewrite_emb: np.ndarray, action_emb: np.ndarray,
+                          mask: np.ndarray) -> dict:
+  """How often a rewrite's nearest action text (cosine, among its anchor's candidates) is the
+  action that produced it: whether the environment follows edits at all.
+
+  Args: rewrite_emb [A, K, d] embeddings of candidate k's one-step rewrite; action_emb
+  [A, K, d] of the action texts; mask [A, K]. Returns {identification, chance}.
+  """
+  unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)  # noqa: E731
+  sims = np.einsum("akd,ajd->akj", unit(rewrite_emb), unit(action_emb))
+  sims = np.where(mask[:, None, :], sims, -np.inf)
+  hits = sims.argmax(-1) == np.arange(mask.shape[1])[None, :]
+  return {"identification": float(hits[mask].mean()),
+          "chance": float(np.mean(1.0 / mask.sum(-1)))}
+
+
 def feature_dims(prepared, table) -> dict[str, int]:
   """Input sizes of the scorer and value networks."""
   d = prepared.item_z.shape[1]

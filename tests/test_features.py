@@ -98,3 +98,14 @@ def test_steerability_of_a_perfect_and_a_reversed_predictor():
   reversed_ = features.steerability(-actual, actual, mask)
   assert reversed_["predicted_gain"] == pytest.approx(((1 - 7 / 3) + (0 - 0.75)) / 2)
   assert reversed_["correlation"] == pytest.approx(-1.0)
+
+
+def test_action_identification_counts_nearest_action_texts():
+  actions = np.eye(3, 4)[None]  # Three orthogonal action embeddings of one anchor.
+  mask = np.ones((1, 3), bool)
+  rewrites = np.array([[[0.9, 0.1, 0, 0], [0, 1, 0.2, 0], [1, 0, 0.1, 0]]])  # last: wrong
+  got = features.action_identification(rewrites, actions, mask)
+  assert got == pytest.approx({"identification": 2 / 3, "chance": 1 / 3})
+  mask = np.array([[True, True, False]])  # A padded candidate is neither target nor rival.
+  got = features.action_identification(rewrites, actions, mask)
+  assert got == pytest.approx({"identification": 1.0, "chance": 0.5})

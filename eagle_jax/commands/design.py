@@ -21,8 +21,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def one_step_rollouts(runner, config, rows: np.ndarray, anchors_per_call: int):
-  """z_next [A, K, d], next utility [A, K] of the given anchors; cached per anchor so a run
-  can resume."""
+  """z_next [A, K, d], next utility [A, K] and rewrites [A][K] of the given anchors; cached
+  per anchor so a run can resume."""
   from eagle_jax import artifacts
   table = runner.table
   folder = common.workdir(config) / "one_step"
@@ -35,7 +35,8 @@ def one_step_rollouts(runner, config, rows: np.ndarray, anchors_per_call: int):
     for j, a in enumerate(chunk):
       artifacts.write_npz(paths[a], z=z[j], utility=u[j], texts=np.array(texts[j], np.str_))
   loaded = [artifacts.read_npz(paths[i]) for i in rows]
-  return np.stack([x["z"] for x in loaded]), np.stack([x["utility"] for x in loaded])
+  return (np.stack([x["z"] for x in loaded]), np.stack([x["utility"] for x in loaded]),
+          [x["texts"].tolist() for x in loaded])
 
 
 def run(args) -> int:
@@ -46,7 +47,7 @@ def run(args) -> int:
   K = table.mask.shape[1]
   rows = table.design_rows(config.design.num_anchors)
   mask = table.mask[rows]
-  z_next, next_utility = one_step_rollouts(
+  z_next, next_utility, rewrites = one_step_rollouts(
       runner, config, rows, anchors_per_call=max(1, 4 * config.llm.batch_size // K))
   subsets, stats = reference.design_subsets(z_next, mask, config.design, config.seed)
   coverage = {
@@ -54,9 +55,13 @@ def run(args) -> int:
       "random": reference.subset_coverage(
           z_next, mask, reference.random_subsets(mask, config.design.subset_size, config.seed)),
   }
-  # Does the action matter one step ahead, and does E_D's reading of the edit predict it?
+  # Does the environment follow the edits, does the action matter one step ahead, and does
+  # E_D's reading of the edit predict it?
   predicted_gain = features.initial_features(world, table)[2][rows, :, -1]
   steer = features.steerability(predicted_gain, next_utility, mask)
+  rewrite_emb = world.embed_text([t for row in rewrites for t in row]).reshape(
+      len(rows), K, -1)
+  steer.update(features.action_identification(rewrite_emb, table.action_emb[rows], mask))
   summary = {"coverage": coverage, "steerability": steer, "method": config.design.method,
              **{k: v.tolist() for k, v in stats.items()}}
   artifacts.write_npz(workdir / "design.npz", anchors=rows, subsets=subsets, z_next=z_next,
@@ -72,6 +77,8 @@ def run(args) -> int:
   print("  coverage of all candidates   log det   max leverage (median)")
   print(f"  G-optimal subset          {g['log_det']:9.3f}   {g['max_leverage']:9.2f}")
   print(f"  random subset             {r['log_det']:9.3f}   {r['max_leverage']:9.2f}")
+  print(f"the rewrite's nearest action text is the one applied in "
+        f"{steer['identification']:.0%} of rewrites (chance {steer['chance']:.0%})")
   print(f"one-step utility over a random pick: best candidate +{steer['oracle_gain']:.3f}, "
         f"best by E_D's reading of the edit {steer['predicted_gain']:+.3f} "
         f"(within-anchor correlation {steer['correlation']:.2f})")
