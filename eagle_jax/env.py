@@ -75,12 +75,27 @@ class RewriteResult:
   tokens: int = 0
 
 
-def clean_output(text: str, original: str, max_chars: int, *,
-                 finished: bool = True) -> tuple[str, str | None]:
+def instruction_markers(*templates: str) -> tuple[str, ...]:
+  """The first 3 words of every clause the prompt templates write themselves ("rewrite the
+  description", "keep it a", ...): a rewrite that contains one is quoting its prompt."""
+  markers = []
+  for template in templates:
+    literal = re.sub(r"\{\w+\}", "|", template)
+    for clause in re.split(r"[|.:;!?\n]", literal):
+      words = _words(clause)
+      if len(words) >= 3:
+        markers.append(" ".join(words[:3]))
+  return tuple(dict.fromkeys(markers))
+
+
+def clean_output(text: str, original: str, max_chars: int, *, finished: bool = True,
+                 markers: Sequence[str] = ()) -> tuple[str, str | None]:
   """Extracts the rewrite from a raw LLM answer; returns (text, None or degeneracy reason).
 
   Reasons: "empty" (fewer than MIN_WORDS words), "truncated" (cut by max_new_tokens before
-  any sentence ended), "echo" (near-copy of `original`), "too_long" (over max_chars).
+  any sentence ended), "echo" (near-copy of `original`), "prompt_leak" (contains one of the
+  `instruction_markers`: E_D would score the prompt's words, not a description),
+  "too_long" (over max_chars).
   `finished` is False when generation ran into max_new_tokens: the trailing fragment is
   then cut at the last sentence end (it is cut anyway when it has no end punctuation).
   """
@@ -104,6 +119,9 @@ def clean_output(text: str, original: str, max_chars: int, *,
     return text, "empty"
   if _similarity(text, original) >= ECHO_SIMILARITY:
     return text, "echo"
+  flat = " " + " ".join(_words(text)) + " "
+  if any(f" {m} " in flat for m in markers):
+    return text, "prompt_leak"
   if len(text) > max_chars:
     return text, "too_long"
   return text, None
@@ -181,6 +199,7 @@ class EnvironmentLLM:
     # A base model that starts a new example has finished its answer.
     lead = prompt_template.split("{")[0].strip()
     self.stop = ("\n\n",) + ((f"\n{lead}",) if lead else ()) if few_shot else ()
+    self.markers = instruction_markers(prompt_template, context_template)
 
   def _instruction(self, entity: str, action: str, profile: str | None) -> str:
     context = self.context_template.format(profile=profile.strip()) if profile else ""
@@ -210,7 +229,8 @@ class EnvironmentLLM:
                               apply_template=not self.few_shot)
     texts, reasons = [], []
     for raw, finished, entity in zip(out.texts, out.finished, entities):
-      text, reason = clean_output(raw, entity, self.max_chars, finished=finished)
+      text, reason = clean_output(raw, entity, self.max_chars, finished=finished,
+                                  markers=self.markers)
       texts.append(entity if reason else text)
       reasons.append(reason)
     return RewriteResult(texts=texts, degenerate=reasons, raw=list(out.texts), tokens=out.tokens)

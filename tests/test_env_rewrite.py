@@ -55,6 +55,16 @@ def test_clean_output_flags_degenerate(raw, finished, expected):
   assert env.clean_output(raw, ORIGINAL, 100, finished=finished) == expected
 
 
+def test_a_rewrite_that_quotes_its_prompt_is_a_prompt_leak():
+  markers = env.instruction_markers(env.DEFAULT_PROMPT_TEMPLATE, env.CONTEXT_TEMPLATE)
+  assert markers == ("here is a", "rewrite the description", "keep it a", "answer with the",
+                     "it is written")
+  leak = "Genre: Comedy. Rewrite the description: Genre: Comedy."  # Seen from SmolLM2.
+  assert env.clean_output(leak, ORIGINAL, 800, markers=markers) == (leak, "prompt_leak")
+  fine = "A comedian rewrites the rules of a small-town talent show. Chaos follows."
+  assert env.clean_output(fine, ORIGINAL, 800, markers=markers) == (fine, None)
+
+
 class _CannedSampler:
   """Returns fixed texts and records how it was called (the LLM is not under test here)."""
 
@@ -69,17 +79,18 @@ class _CannedSampler:
 
 def test_rewrite_cleans_and_falls_back_to_the_input():
   canned = _CannedSampler(
-      ["Here is the new description:\nA heist on a space station goes wrong.", "", ORIGINAL],
-      [True, True, False])
+      ["Here is the new description:\nA heist on a space station goes wrong.", "", ORIGINAL,
+       "A quiet drama. Keep it a single paragraph."], [True, True, False, True])
   strategy = sampler_lib.Temperature(0.7)
   environment = env.EnvironmentLLM(canned, prompt_template=env.DEFAULT_PROMPT_TEMPLATE,
                                    max_new_tokens=48, strategy=strategy)
-  entities = ["A heist goes wrong.", "A quiet drama.", ORIGINAL]
-  actions = ["set it in space.", "make it funnier", "add a dog"]
-  result = environment.rewrite(entities, actions, context=["likes sci-fi", "", "hates dogs"],
-                               seed=5)
-  assert result.texts == ["A heist on a space station goes wrong.", entities[1], ORIGINAL]
-  assert result.degenerate == [None, "empty", "echo"]
+  entities = ["A heist goes wrong.", "A quiet drama.", ORIGINAL, "A loud comedy."]
+  actions = ["set it in space.", "make it funnier", "add a dog", "make it quiet"]
+  result = environment.rewrite(entities, actions,
+                               context=["likes sci-fi", "", "hates dogs", ""], seed=5)
+  assert result.texts == ["A heist on a space station goes wrong.", entities[1], ORIGINAL,
+                          entities[3]]
+  assert result.degenerate == [None, "empty", "echo", "prompt_leak"]
   prompts, kwargs = canned.calls[0]
   assert prompts[0] == (
       "Here is a movie description: A heist goes wrong.\nIt is written for this viewer: likes "
