@@ -57,8 +57,7 @@ def make_runner(config, world, table, environment=None):
     raise EagleError(f"config.rl.candidates={mode!r}: expected 'reuse' or 'regenerate'")
   regenerate = None
   if mode == "regenerate":
-    generate = generate_fn(environment, config) if config.actions.source != "library" else None
-    regenerate = candidates.Regenerator(world, config, generate)
+    regenerate = candidates.Regenerator(world, config, action_generator(environment, config))
   return rollout.EpisodeRunner(world, table, environment, horizon=config.rl.horizon,
                                personalise=config.env.personalise, regenerate=regenerate)
 
@@ -69,6 +68,11 @@ def generate_fn(environment, config):
     return environment.sampler.sample(prompts, max_new_tokens=config.llm.max_new_tokens * 2,
                                       strategy=environment.strategy, seed=config.seed).texts
   return fn
+
+
+def action_generator(environment, config):
+  """The LLM that writes candidate actions when config.actions.source uses one, else None."""
+  return generate_fn(environment, config) if config.actions.source != "library" else None
 
 
 def workdir(config) -> pathlib.Path:

@@ -42,8 +42,8 @@ def run(args) -> int:
   item = world.item_of_query(args.movie)
   world.user_row(args.user)  # Fails early with the valid id range.
   environment = common.build_environment(config)
-  generate = common.generate_fn(environment, config) if config.actions.source != "library" else None
-  table = candidates.single_anchor(world, config, item, args.user, generate)
+  table = candidates.single_anchor(world, config, item, args.user,
+                                   common.action_generator(environment, config))
   runner = common.make_runner(config, world, table, environment)
   scorer, _ = train.networks(config, config.rl.horizon)
   path = pathlib.Path(args.checkpoint) if args.checkpoint else common.workdir(config) / "checkpoints"
