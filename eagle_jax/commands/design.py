@@ -1,9 +1,11 @@
 """`design`: roll every candidate once through the environment, then the G-optimal design.
 
-One-step rollouts are cached per anchor under <workdir>/one_step/ (interrupt and re-run to
-continue). The design over each anchor's next-state latents picks config.design.subset_size
-candidates; its coverage is compared with random subsets of the same size. Only
-config.design.num_anchors anchors get it (0: all): they are what the reference trains on.
+One-step rollouts are cached per anchor under <workdir>/one_step/, keyed on what they depend
+on (`eagle_jax.one_step`): interrupt and re-run to continue; a changed config, anchor or
+prepared world re-runs the anchors it affects. The design over each anchor's next-state
+latents picks config.design.subset_size candidates; its coverage is compared with random
+subsets of the same size. Only config.design.num_anchors anchors get it (0: all): they are
+what the reference trains on.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import tqdm
 
 from eagle_jax.commands import common
 
@@ -20,35 +21,19 @@ def add_args(parser: argparse.ArgumentParser) -> None:
   common.add_run_args(parser)
 
 
-def one_step_rollouts(runner, config, rows: np.ndarray, anchors_per_call: int):
-  """z_next [A, K, d], next utility [A, K] and rewrites [A][K] of the given anchors; cached
-  per anchor so a run can resume."""
-  from eagle_jax import artifacts
-  table = runner.table
-  folder = common.workdir(config) / "one_step"
-  paths = {i: folder / f"{i}_{int(table.user_ids[i])}.npz" for i in rows}
-  todo = [i for i in rows if not paths[i].is_file()]
-  for start in tqdm.trange(0, len(todo), anchors_per_call, desc="one-step rollouts",
-                           unit="chunk"):
-    chunk = np.array(todo[start:start + anchors_per_call])
-    z, u, texts = runner.one_step_all(chunk, seed=config.seed)
-    for j, a in enumerate(chunk):
-      artifacts.write_npz(paths[a], z=z[j], utility=u[j], texts=np.array(texts[j], np.str_))
-  loaded = [artifacts.read_npz(paths[i]) for i in rows]
-  return (np.stack([x["z"] for x in loaded]), np.stack([x["utility"] for x in loaded]),
-          [x["texts"].tolist() for x in loaded])
-
-
 def run(args) -> int:
-  from eagle_jax import artifacts, features, reference
+  from eagle_jax import artifacts, features, one_step, reference
   config = common.config_from_args(args)
   workdir = common.workdir(config)
   world, table, runner = common.load_runner(config)
   K = table.mask.shape[1]
   rows = table.design_rows(config.design.num_anchors)
   mask = table.mask[rows]
-  z_next, next_utility, rewrites = one_step_rollouts(
+  steps = one_step.one_step_rollouts(
       runner, config, rows, anchors_per_call=max(1, 4 * config.llm.batch_size // K))
+  print(f"one-step rollouts of {len(rows)} anchors: {steps.reused} reused from "
+        f"{workdir / 'one_step'}, {steps.rerun} re-run")
+  z_next, next_utility, rewrites = steps.z, steps.utility, steps.texts
   subsets, stats = reference.design_subsets(z_next, mask, config.design, config.seed)
   coverage = {
       "goptimal": reference.subset_coverage(z_next, mask, subsets),
@@ -63,6 +48,8 @@ def run(args) -> int:
       len(rows), K, -1)
   steer.update(features.action_identification(rewrite_emb, table.action_emb[rows], mask))
   summary = {"coverage": coverage, "steerability": steer, "method": config.design.method,
+             "one_step": {"fingerprints": steps.fingerprints, "reused": steps.reused,
+                          "rerun": steps.rerun},
              **{k: v.tolist() for k, v in stats.items()}}
   artifacts.write_npz(workdir / "design.npz", anchors=rows, subsets=subsets, z_next=z_next,
                       next_utility=next_utility)
