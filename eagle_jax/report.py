@@ -38,7 +38,8 @@ def write_report(path, *, history: list[dict], comparison: dict[str, dict],
     ax.set_xlabel("iteration")
 
   ax = axes.flat[6]  # Paired differences: each policy minus random on the same anchors.
-  names = [n for n in comparison if "minus_random" in comparison[n]]
+  # Policies only: the results also hold a "warnings" list.
+  names = [n for n, s in comparison.items() if isinstance(s, dict) and "minus_random" in s]
   means = [comparison[n]["minus_random"]["mean"] for n in names]
   cis = [comparison[n]["minus_random"]["ci95"] for n in names]
   ax.bar(range(len(names)), means, yerr=cis, capsize=4,

@@ -2,7 +2,8 @@
 
   python -m eagle_jax steer --config experiments/demo.py --movie "Toy Story (1995)" --user 42
 
-Prints the H-step edited description with the action taken and the utility at each step.
+Prints the H-step edited description with the action taken and the utility at each step,
+and why a step's rewrite was rejected (the text then stays as it was).
 """
 
 from __future__ import annotations
@@ -56,4 +57,7 @@ def run(args) -> int:
     print(f"  {ep.texts[0][t]}")
     if t < config.rl.horizon:
       print(f"  action: {ep.actions[0][t]}")
+      if ep.rejected[0][t]:
+        print(f"  rewrite rejected ({ep.rejected[0][t]}): the environment's output was "
+              f"degenerate, so x_{t + 1} keeps x_{t}")
   return 0
