@@ -24,6 +24,8 @@ COMMANDS = {
                         "SFT of the reference policy (uniform | optimistic | G-optimal)"),
     "train": ("eagle_jax.commands.train:run",
               "EAGLE policy gradient in the real environment, then held-out evaluation"),
+    "check-signal": ("eagle_jax.commands.check_signal:run",
+                     "the learner on a synthetic environment with planted signal: rho x updates"),
     "export": ("eagle_jax.commands.export:run", "write the trained params for inference"),
     "steer": ("eagle_jax.commands.steer:run",
               "edit a movie for a user with a trained policy, step by step"),

@@ -234,3 +234,12 @@ class EnvironmentLLM:
       texts.append(entity if reason else text)
       reasons.append(reason)
     return RewriteResult(texts=texts, degenerate=reasons, raw=list(out.texts), tokens=out.tokens)
+
+  def transition(self, entities: Sequence[str], actions: Sequence[str],
+                 context: Sequence[str] | None = None, *, seed: int, emb, action_emb,
+                 embed) -> tuple[RewriteResult, object]:
+    """One EAGLE step: rewrite, then `embed` the new texts (the interface the episode runner
+    calls; the synthetic environment moves `emb` by `action_emb` instead of writing text)."""
+    del emb, action_emb  # The LLM reads text only.
+    result = self.rewrite(entities, actions, context, seed=seed)
+    return result, embed(result.texts)

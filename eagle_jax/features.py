@@ -4,9 +4,9 @@
 * user u: the ALS factor z_u;
 * candidate a: the MiniLM embedding of the action text, plus E_D's reading of the *literal
   edit*: z_hat = E_D(unit(emb(x_t) + emb(a))), the latent of a text that says both what the
-  description says and what the action asks for. The candidate carries z_hat - z_t,
-  z_u * (z_hat - z_t) and its predicted utility gain U(z_hat) - U(z_t), standardised over
-  the state's candidates (a rank-like score of unit scale: Adam moves every weight by about
+  description says and what the action asks for. The candidate carries z_hat - z_t and
+  z_u * (z_hat - z_t), each scaled to unit RMS norm over the state's candidates, and its
+  predicted utility gain U(z_hat) - U(z_t), standardised over the state's candidates (a rank-like score of unit scale: Adam moves every weight by about
   the learning rate, so a feature of scale 0.1 would need 10x the updates to matter).
 
 Why the edit features: the policy must generalise to movies and users it never trained on
@@ -53,7 +53,8 @@ def candidate_features(prepared, utility, emb: np.ndarray, z: np.ndarray, users:
   u_hat = np.asarray(utility(z_hat, users[rows], anchor_items[rows])[0]).reshape(B, K)
   u_now = np.asarray(utility(z, users, anchor_items)[0])
   shift = z_hat.reshape(B, K, -1) - z[:, None, :]
-  feats = np.concatenate([action_emb, shift, users[:, None, :] * shift,
+  feats = np.concatenate([action_emb, unit_rms(shift, mask),
+                          unit_rms(users[:, None, :] * shift, mask),
                           standardise(u_hat - u_now[:, None], mask)[..., None]], axis=-1)
   return np.where(mask[..., None], feats, 0.0).astype(np.float32)
 
@@ -65,6 +66,16 @@ def initial_features(prepared, table) -> tuple[np.ndarray, np.ndarray, np.ndarra
   users = user_features(prepared, table)
   return states, users, candidate_features(prepared, prepared.utility_fn(), emb, z, users,
                                            table.items, table.action_emb, table.mask)
+
+
+def unit_rms(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+  """x [B, K, d] divided by the root-mean-square norm of each row's valid candidates.
+
+  The latent shifts are ~0.1 long where the action embedding is 1: scaled to unit norm, every
+  feature block starts on an equal footing, and only the candidates' relative sizes (what a
+  choice within the state depends on) remain."""
+  sq = np.where(mask, np.sum(x * x, axis=-1), 0.0).sum(-1) / np.maximum(mask.sum(-1), 1)
+  return x / np.maximum(np.sqrt(sq), 1e-8)[:, None, None]
 
 
 def standardise(x: np.ndarray, mask: np.ndarray) -> np.ndarray:

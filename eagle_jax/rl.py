@@ -10,6 +10,12 @@ with GAE advantages A_t and returns R_t = A_t + V(x_t) held fixed (`stop_gradien
 policy terms never move the value net and the value loss never moves the policy. The KL is
 exact: both policies are categorical over the same candidate set.
 
+The policy term uses advantages normalised over the whole batch (`normalize_advantages`):
+an offset common to every episode (a value head that has not caught up with the return's
+mean) otherwise pushes all chosen logits the same way and collapses the entropy without
+any signal. The raw mean advantage is logged (`advantage`): explained variance is blind to
+that offset.
+
 The update functions are jitted over a device `Mesh` (batch on the `data` axis, params
 replicated); see `make_train_step` for why this is the modern form of a pmapped update.
 """
@@ -157,6 +163,8 @@ class RLConfig:
     value_coef: weight of the value MSE (mean over steps).
     bootstrap: False (EAGLE): x_H is terminal and V(x_H) = 0. True: the episode was
       truncated at H and V(x_H) bootstraps the remainder.
+    normalize_advantages: scale the policy term's advantages to zero mean and unit
+      standard deviation over the batch (the value target keeps the raw returns).
   """
 
   scorer: nets.ActionScorer
@@ -167,6 +175,7 @@ class RLConfig:
   entropy_coef: float = 0.0
   value_coef: float = 0.5
   bootstrap: bool = False
+  normalize_advantages: bool = True
 
 
 @flax.struct.dataclass
@@ -193,23 +202,12 @@ class TrainState:
 # Losses.
 
 
-def episode_loss(policy_params: Any, value_params: Any, episode: Batch,
-                 cfg: RLConfig) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Loss of ONE episode (a `Batch` row: states [H, d_s], ...) and its diagnostics.
-
-  The reference logits travel with the episode (`episode.ref_logits`), precomputed by the
-  frozen reference network when the rollout was recorded.
-  """
-  chex.assert_rank([episode.states, episode.actions, episode.masks, episode.chosen,
-                    episode.rewards, episode.ref_logits], [2, 3, 2, 1, 1, 2])
-  chex.assert_equal_shape([episode.masks, episode.ref_logits])
-  chex.assert_equal_shape_prefix([episode.states, episode.actions, episode.masks,
-                                  episode.chosen, episode.rewards], 1)
+def episode_advantages(value_params: Any, episode: Batch,
+                       cfg: RLConfig) -> tuple[jax.Array, jax.Array]:
+  """(values V(x_t) [H], GAE advantages A_t [H]) of ONE episode; the advantages carry no
+  gradient."""
   horizon = episode.chosen.shape[0]
   steps = jnp.arange(horizon)
-  logits = jax.vmap(
-      lambda s, a, m, t: cfg.scorer.apply({"params": policy_params}, s, episode.users, a, m, t)
-  )(episode.states, episode.actions, episode.masks, steps)
   values = jax.vmap(
       lambda s, t: cfg.value_net.apply({"params": value_params}, s, episode.users, t)
   )(episode.states, steps)
@@ -222,17 +220,44 @@ def episode_loss(policy_params: Any, value_params: Any, episode: Batch,
   discounts = jnp.full((horizon,), cfg.gamma, values.dtype)
   advantages = jax.lax.stop_gradient(
       gae(episode.rewards, all_values, discounts, cfg.gae_lambda))
-  returns = advantages + all_values[:-1]
+  return values, advantages
+
+
+def episode_loss(policy_params: Any, value_params: Any, episode: Batch, cfg: RLConfig,
+                 advantage_shift: jax.Array | float = 0.0,
+                 advantage_scale: jax.Array | float = 1.0
+                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Loss of ONE episode (a `Batch` row: states [H, d_s], ...) and its diagnostics.
+
+  The policy term uses (A_t - advantage_shift) / advantage_scale: the batch's advantage
+  statistics when `cfg.normalize_advantages` (see `make_train_step`); the value target is
+  the raw return. The reference logits travel with the episode (`episode.ref_logits`),
+  precomputed by the frozen reference network when the rollout was recorded.
+  """
+  chex.assert_rank([episode.states, episode.actions, episode.masks, episode.chosen,
+                    episode.rewards, episode.ref_logits], [2, 3, 2, 1, 1, 2])
+  chex.assert_equal_shape([episode.masks, episode.ref_logits])
+  chex.assert_equal_shape_prefix([episode.states, episode.actions, episode.masks,
+                                  episode.chosen, episode.rewards], 1)
+  steps = jnp.arange(episode.chosen.shape[0])
+  logits = jax.vmap(
+      lambda s, a, m, t: cfg.scorer.apply({"params": policy_params}, s, episode.users, a, m, t)
+  )(episode.states, episode.actions, episode.masks, steps)
+  values, advantages = episode_advantages(value_params, episode, cfg)
+  returns = advantages + jax.lax.stop_gradient(values)
+  policy_advantages = (advantages - advantage_shift) / advantage_scale
 
   log_probs = jax.vmap(_masked_log_softmax)(logits, episode.masks)
   chosen_log_probs = jnp.take_along_axis(log_probs, episode.chosen[:, None], axis=-1)[:, 0]
-  pg_loss = -jnp.sum(advantages * chosen_log_probs)
+  pg_loss = -jnp.sum(policy_advantages * chosen_log_probs)
   kl = jnp.sum(jax.vmap(categorical_kl)(logits, episode.ref_logits, episode.masks))
   ent = jnp.sum(jax.vmap(entropy)(logits, episode.masks))
   value_loss = jnp.mean(jnp.square(values - returns))
   loss = (pg_loss + cfg.kl_coef * kl - cfg.entropy_coef * ent + cfg.value_coef * value_loss)
   metrics = {
       "pg_loss": pg_loss, "kl": kl, "entropy": ent, "value_loss": value_loss,
+      # The raw mean: a value head lagging the return's mean shows here, not in the
+      # explained variance.
       "advantage": jnp.mean(advantages), "episode_return": jnp.sum(episode.rewards),
       "values": values, "returns": returns,  # [H]: explained variance is a batch statistic.
   }
@@ -241,12 +266,15 @@ def episode_loss(policy_params: Any, value_params: Any, episode: Batch,
 
 def sft_loss(params: Any, item: SFTBatch, scorer: nets.ActionScorer
              ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Cross-entropy of ONE decision's target q under the scorer; KL(q || pi) and accuracy."""
+  """Cross-entropy of ONE decision's target q under the scorer; KL(q || pi), accuracy and
+  the entropy of pi (a reference that generalises stays near its targets' entropy on
+  anchors it never trained on, rather than turning confident and arbitrary)."""
   logits = scorer.apply({"params": params}, item.states, item.users, item.actions,
                         item.masks, item.steps)
   ce = cross_entropy(item.targets, logits, item.masks)
   accuracy = (item.targets[jnp.argmax(logits)] > 0).astype(jnp.float32)
-  return ce, {"kl": ce - _target_entropy(item.targets), "accuracy": accuracy}
+  return ce, {"kl": ce - _target_entropy(item.targets), "accuracy": accuracy,
+              "entropy": entropy(logits, item.masks)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -271,10 +299,12 @@ def make_optimizer(policy_lr: float, value_lr: float,
                                    for name, tree in params.items()})
 
 
-def make_sft_optimizer(learning_rate: float,
-                       max_grad_norm: float = 1.0) -> optax.GradientTransformation:
-  """Adam with global-norm clipping for the reference network's SFT."""
-  return _clipped_adam(learning_rate, max_grad_norm)
+def make_sft_optimizer(learning_rate: float, max_grad_norm: float = 1.0,
+                       weight_decay: float = 0.0) -> optax.GradientTransformation:
+  """AdamW with global-norm clipping for the reference network's SFT: the decay keeps a
+  reference fit on a few design anchors from memorising them."""
+  return optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                     optax.adamw(learning_rate, weight_decay=weight_decay))
 
 
 def _explained_variance(values: jax.Array, returns: jax.Array) -> jax.Array:
@@ -330,9 +360,16 @@ def make_train_step(optimizer: optax.GradientTransformation, cfg: RLConfig,
   """
 
   def update(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    shift, scale = 0.0, 1.0
+    if cfg.normalize_advantages:
+      _, advantages = jax.vmap(
+          lambda episode: episode_advantages(state.params["value"], episode, cfg))(batch)
+      shift, scale = jnp.mean(advantages), jnp.std(advantages) + 1e-6
+
     def loss_fn(params):
       losses, per_episode = jax.vmap(
-          lambda episode: episode_loss(params["policy"], params["value"], episode, cfg)
+          lambda episode: episode_loss(params["policy"], params["value"], episode, cfg,
+                                       shift, scale)
       )(batch)
       return jnp.mean(losses), per_episode
 

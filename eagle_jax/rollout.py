@@ -19,6 +19,7 @@ import numpy as np
 
 from eagle_jax import candidates as candidates_lib
 from eagle_jax import features, nets
+from eagle_jax.errors import EagleError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +30,10 @@ class Observation:
   candidates: np.ndarray    # [B, K, d_c] candidate features (`features.candidate_features`)
   masks: np.ndarray         # [B, K] valid candidates
   actions: list[list[str]]  # [B][<=K] the candidates' texts
+  action_emb: np.ndarray    # [B, K, d_a] the candidates' text embeddings
   anchors: np.ndarray       # [B] rows of the CandidateTable
   texts: list[str]          # [B] current descriptions
+  emb: np.ndarray           # [B, d_e] the current descriptions' text embeddings
 
 
 Choose = Callable[[Observation], np.ndarray]
@@ -51,15 +54,27 @@ class Episodes:
   distance: np.ndarray      # [B, H+1] the lambda * kNN-distance term
   texts: list[list[str]]    # [B][H+1] descriptions
   degenerate: int           # rewrites flagged degenerate (kept the previous text)
+  rejected: list[list[str | None]]  # [B][H] why step t's rewrite was rejected, or None
   llm_s: float              # wall time inside the environment LLM
   llm_tokens: int = 0
 
   def rewards(self, mode: str) -> np.ndarray:
-    """[B, H]: terminal U(x_H) at t = H-1 (EAGLE), or per-step differences U(x_t+1) - U(x_t)."""
+    """[B, H] rewards by `mode`:
+
+    "terminal": U(x_H) at t = H-1 and 0 before (the paper's; uncentred: its mean over
+      anchors dwarfs what any action changes);
+    "gain": U(x_H) - U(x_0) at t = H-1, the same return less what the anchor already had;
+    "delta": per-step differences U(x_t+1) - U(x_t) (sums to "gain"; credits each edit).
+    """
     if mode == "delta":
-      return np.diff(self.utility, axis=1)
+      return np.diff(self.utility, axis=1).astype(np.float32)
     r = np.zeros(self.chosen.shape, np.float32)
-    r[:, -1] = self.utility[:, -1]
+    if mode == "terminal":
+      r[:, -1] = self.utility[:, -1]
+    elif mode == "gain":
+      r[:, -1] = self.utility[:, -1] - self.utility[:, 0]
+    else:
+      raise EagleError(f"config.rl.reward={mode!r}: expected 'terminal', 'gain' or 'delta'")
     return r
 
 
@@ -99,22 +114,23 @@ class EpisodeRunner:
         self.prepared, self._utility, emb, z, self.users[anchors], self.table.items[anchors],
         action_emb, mask)
     return Observation(step=t, states=feats, candidates=cands, masks=mask, actions=actions,
-                       anchors=anchors, texts=texts)
+                       action_emb=action_emb, anchors=anchors, texts=texts, emb=emb)
 
   def score(self, z: np.ndarray, anchors: np.ndarray):
     total, rating, distance = self._utility(jnp.asarray(z), jnp.asarray(self.users[anchors]),
                                             jnp.asarray(self.table.items[anchors]))
     return np.asarray(total), np.asarray(rating), np.asarray(distance)
 
-  def step(self, texts: list[str], actions: list[str], anchors: np.ndarray, seed: int):
-    """One environment transition for a batch: rewrite each text following its action, then
-    embed."""
+  def step(self, texts: list[str], actions: list[str], anchors: np.ndarray, seed: int,
+           emb: np.ndarray, action_emb: np.ndarray):
+    """One environment transition for a batch: each text (embedding `emb` [B, d_e]) edited
+    by its action (embedding `action_emb` [B, d_a]); returns (result, new embeddings, env
+    seconds)."""
     context = [self.table.profiles[a] for a in anchors] if self.personalise else None
     start = time.perf_counter()
-    result = self.env.rewrite(texts, actions, context, seed=seed)
-    llm_s = time.perf_counter() - start
-    emb = self.prepared.embed_text(result.texts)
-    return result, emb, llm_s
+    result, new_emb = self.env.transition(texts, actions, context, seed=seed, emb=emb,
+                                          action_emb=action_emb, embed=self.prepared.embed_text)
+    return result, new_emb, time.perf_counter() - start
 
   def run(self, anchors: np.ndarray, choose: Choose, seed: int) -> Episodes:
     anchors = np.asarray(anchors)
@@ -124,6 +140,7 @@ class EpisodeRunner:
     feats, z = self.state_features(emb)
     all_feats, all_z, chosen = [feats], [z], np.zeros((B, H), np.int32)
     observations, taken = [], [[] for _ in anchors]
+    rejected = [[] for _ in anchors]
     degenerate, llm_s, tokens = 0, 0.0, 0
     for t in range(H):
       # Common random numbers: the same (seed, step) for every policy compared.
@@ -134,10 +151,14 @@ class EpisodeRunner:
       actions = [a[i] for a, i in zip(obs.actions, chosen[:, t])]
       for x, a in zip(taken, actions):
         x.append(a)
-      result, emb, dt = self.step(obs.texts, actions, anchors, seed=step_seed)
+      rows = np.arange(B)
+      result, emb, dt = self.step(obs.texts, actions, anchors, step_seed, emb,
+                                  obs.action_emb[rows, chosen[:, t]])
       llm_s += dt
       tokens += result.tokens
       degenerate += sum(r is not None for r in result.degenerate)
+      for x, reason in zip(rejected, result.degenerate):
+        x.append(reason)
       for x, new in zip(texts, result.texts):
         x.append(new)
       feats, z = self.state_features(emb)
@@ -153,7 +174,7 @@ class EpisodeRunner:
                     actions=taken, chosen=chosen, z=z,
                     utility=total.reshape(shape), rating=rating.reshape(shape),
                     distance=distance.reshape(shape), texts=texts, degenerate=degenerate,
-                    llm_s=llm_s, llm_tokens=tokens)
+                    rejected=rejected, llm_s=llm_s, llm_tokens=tokens)
 
   def one_step_all(self, anchors: np.ndarray, seed: int):
     """Every candidate of each anchor applied once to x_0: the design's next states.
@@ -164,9 +185,10 @@ class EpisodeRunner:
     K = self.table.mask.shape[1]
     pairs = [(a, i) for a in anchors for i in range(K) if self.table.mask[a, i]]
     texts = [self.prepared.text(self.table.items[a]) for a, _ in pairs]
-    pa = np.array([a for a, _ in pairs])
-    result, emb, _ = self.step(texts, [self.table.actions[a][i] for a, i in pairs], pa,
-                               seed=seed)
+    pa, pi = np.array([a for a, _ in pairs]), np.array([i for _, i in pairs])
+    result, emb, _ = self.step(texts, [self.table.actions[a][i] for a, i in pairs], pa, seed,
+                               self.prepared.text_emb[self.table.items[pa]],
+                               self.table.action_emb[pa, pi])
     _, z = self.state_features(emb)
     total, _, _ = self.score(z, pa)
     z_next = np.zeros((len(anchors), K, z.shape[1]), np.float32)
@@ -219,15 +241,25 @@ def random_policy(runner: EpisodeRunner, seed: int) -> Choose:
   return choose
 
 
+def predicted_gain_policy() -> Choose:
+  """argmax of the standardised predicted gain (the last candidate feature): the best a
+  policy can do with E_D's reading of the edit alone, at no environment cost."""
+
+  def choose(obs: Observation):
+    return np.argmax(np.where(obs.masks, obs.candidates[..., -1], -np.inf), -1)
+  return choose
+
+
 def greedy_one_step_policy(runner: EpisodeRunner, seed: int) -> Choose:
   """Looks one step ahead in the real environment: applies every candidate to x_t and takes
   the best predicted utility (K rewrites per decision: a strong but costly baseline)."""
 
   def choose(obs: Observation):
     pairs = [(j, i) for j, m in enumerate(obs.masks) for i in np.flatnonzero(m)]
-    rows = np.array([j for j, _ in pairs])
+    rows, cols = np.array([j for j, _ in pairs]), np.array([i for _, i in pairs])
     _, emb, _ = runner.step([obs.texts[j] for j in rows], [obs.actions[j][i] for j, i in pairs],
-                            obs.anchors[rows], seed=seed * 7919 + obs.step)
+                            obs.anchors[rows], seed * 7919 + obs.step, obs.emb[rows],
+                            obs.action_emb[rows, cols])
     _, z = runner.state_features(emb)
     total, _, _ = runner.score(z, obs.anchors[rows])
     best = np.full(len(obs.anchors), -np.inf)

@@ -44,7 +44,16 @@ def rl_config(config, scorer, value_net) -> rl.RLConfig:
   c = config.rl
   return rl.RLConfig(scorer=scorer, value_net=value_net, gamma=c.gamma,
                      gae_lambda=c.gae_lambda, kl_coef=c.kl_alpha,
-                     entropy_coef=c.entropy_coef, value_coef=c.value_coef)
+                     entropy_coef=c.entropy_coef, value_coef=c.value_coef,
+                     normalize_advantages=c.normalize_advantages)
+
+
+def with_value_bias(params, mean_return: float):
+  """The value head's output bias set to the mean return, so the first advantages are
+  centred rather than offset by the whole return (the value net starts near 0)."""
+  value = dict(params["value"])
+  value["value"] = {**value["value"], "bias": jnp.full_like(value["value"]["bias"], mean_return)}
+  return {**params, "value": value}
 
 
 def episodes_to_batch(episodes: rollout.Episodes, runner: rollout.EpisodeRunner,
@@ -83,7 +92,8 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
     state = state.replace(params=restored.params, opt_state=restored.opt_state,
                           rng=restored.rng, step=jnp.asarray(restored.step, jnp.int32))
     start = restored.step
-    print(f"resumed from {ckpt.directory / str(start)}", flush=True)
+    if progress:
+      print(f"resumed from {ckpt.directory / str(start)}", flush=True)
   elif not resume and ckpt.latest_step() is not None:
     raise EagleError(f"{ckpt.directory} already holds checkpoints: pass --resume to continue, "
                      "or choose a new --workdir")
@@ -102,6 +112,9 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
     episodes = runner.run(anchors, policy, seed=config.seed * 100_000 + it)
     ref_logits = rollout.logits_of(scorer, ref_params, runner, episodes)
     batch = episodes_to_batch(episodes, runner, ref_logits, c.reward)
+    if it == 0:  # Fresh run: the first batch sets the value head's bias.
+      state = state.replace(params=with_value_bias(state.params,
+                                                   float(batch.rewards.sum(1).mean())))
     t1 = time.perf_counter()
     state, metrics = train_step(state, batch)
     t2 = time.perf_counter()

@@ -76,6 +76,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
       "description only.")
   c.env.context_template = "It is written for this viewer: {profile}\n"
   c.env.personalise = False  # Put the user's profile into the rewrite prompt.
+  # "llm": the environment LLM above. "synthetic": no LLM; each edit moves the text
+  # embedding by the action's plus fixed noise, calibrated so the one-step gain correlates
+  # synthetic_rho with the policy's predicted-gain feature (`eagle_jax/synthetic_env.py`):
+  # the check that the learner finds a signal of known strength.
+  c.env.kind = "llm"
+  c.env.synthetic_rho = 0.3
 
   # Anchors and candidate actions (paper: 50 generic + 50 personalised per movie).
   c.actions = ml_collections.ConfigDict()
@@ -104,7 +110,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.reference.kind = "goptimal"  # "uniform" | "optimistic" | "goptimal"
   c.reference.hidden = 256
   c.reference.lr = 1e-3
-  c.reference.steps = 300
+  c.reference.steps = 300  # The kept params are those with the lowest held-out KL.
+  c.reference.weight_decay = 0.1  # AdamW: with label smoothing, keeps it from memorising.
+  c.reference.label_smoothing = 0.2  # Mass spread over all candidates, not only the design's.
 
   # Policy gradient: REINFORCE + value baseline + GAE, alpha * KL(pi || pi_ref).
   c.rl = ml_collections.ConfigDict()
@@ -119,7 +127,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.rl.entropy_coef = 0.01
   c.rl.value_coef = 0.5
   c.rl.max_grad_norm = 1.0
-  c.rl.reward = "terminal"  # or "delta": per-step utility differences.
+  # "delta": per-step utility differences U(x_t+1) - U(x_t); "gain": U(x_H) - U(x_0) at the
+  # end; "terminal": U(x_H) (the paper's; its mean over anchors swamps any action's effect).
+  c.rl.reward = "delta"
+  c.rl.normalize_advantages = True  # Per batch: no common offset moves every logit.
   # Candidates of a later state x_t: "reuse" the anchor's, or "regenerate" them from x_t
   # with config.actions.source (library draws, or the LLM reading the current description).
   c.rl.candidates = "reuse"
@@ -132,6 +143,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.eval.episodes_per_pair = 1  # Greedy environment: argmax policies would repeat exactly.
   c.eval.best_of_n = 2
   c.eval.greedy_baseline = False  # K rewrites per decision: the costliest baseline.
+  c.eval.predicted_baseline = True  # argmax of the predicted-gain feature: no look-ahead.
 
   if arg == "smoke":  # The whole loop in seconds: tests pair it with a tiny random decoder.
     c.workdir = "runs/smoke"

@@ -22,9 +22,26 @@ def config_from_args(args, extra: tuple[tuple[str, str], ...] = ()):
   return load_config(args.config, overrides)
 
 
-def build_environment(config):
-  """The environment LLM: model, sharded sampler, rewrite prompt from the config."""
+def build_environment(config, world=None, table=None):
+  """The environment of config.env.kind: the LLM (model, sharded sampler, rewrite prompt), or
+  the synthetic one, calibrated on the table's anchors (so it needs `world` and `table`)."""
   from eagle_jax import distributed, env
+  from eagle_jax.errors import EagleError
+  if config.env.kind == "synthetic":
+    from eagle_jax.synthetic_env import SyntheticEnvironment
+    if world is None or table is None:
+      raise EagleError("config.env.kind='synthetic' edits embeddings, not text: this command "
+                       "needs the LLM environment (config.env.kind='llm')")
+    environment = SyntheticEnvironment.calibrated(world, table, config.env.synthetic_rho,
+                                                  seed=config.seed)
+    s = environment.stats
+    print(f"synthetic environment: rho {s['rho']:.3f} (asked {config.env.synthetic_rho}), "
+          f"noise sigma {s['sigma']:.3g}; one step ahead the best candidate gains "
+          f"+{s['oracle_gain']:.3f} over a random pick, the predicted best "
+          f"{s['predicted_gain']:+.3f}", flush=True)
+    return environment
+  if config.env.kind != "llm":
+    raise EagleError(f"config.env.kind={config.env.kind!r}: expected 'llm' or 'synthetic'")
   from eagle_jax.llm import sampler as sampler_lib
   from eagle_jax.llm.weights import load_model
   c = config.llm
@@ -51,7 +68,7 @@ def make_runner(config, world, table, environment=None):
   candidates or get fresh ones (config.rl.candidates)."""
   from eagle_jax import candidates, rollout
   from eagle_jax.errors import EagleError
-  environment = environment or build_environment(config)
+  environment = environment or build_environment(config, world, table)
   mode = config.rl.candidates
   if mode not in ("reuse", "regenerate"):
     raise EagleError(f"config.rl.candidates={mode!r}: expected 'reuse' or 'regenerate'")

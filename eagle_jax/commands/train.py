@@ -10,6 +10,7 @@ report.png (learning curves, policy comparison with 95% CIs, latent-space trajec
 from __future__ import annotations
 
 import argparse
+import math
 
 from eagle_jax.commands import common
 
@@ -20,6 +21,21 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                       help="continue from the latest readable checkpoint in the workdir")
   parser.add_argument("--skip-eval", action="store_true",
                       help="train only; no held-out comparison or report")
+
+
+def _print_power(diff: dict, episodes_per_pair: int) -> None:
+  """Whether the held-out comparison could see EAGLE - random: the effect it detects at 80%
+  power, and the held-out anchors that detecting the observed difference would take."""
+  from eagle_jax import evaluate
+  print(f"  sd {diff['sd']:.3f} over n = {diff['n']} paired episodes: detectable at 80% "
+        f"power {diff['detectable_80']:.3f}")
+  if diff["mean"] != 0 and diff["sd"] > 0:  # Else nothing to size (or no sd: n < 2).
+    pairs = evaluate.anchors_for_power(diff["mean"], diff["sd"])
+    # Repeats of one anchor are not independent: with several, this is a lower bound.
+    anchors = math.ceil(pairs / episodes_per_pair)
+    per = (f" ({pairs} paired episodes at {episodes_per_pair} per anchor)"
+           if episodes_per_pair > 1 else "")
+    print(f"  detecting {diff['mean']:+.3f} at 80% power needs ~{anchors} held-out anchors{per}")
 
 
 def run(args) -> int:
@@ -42,7 +58,8 @@ def run(args) -> int:
   results, episodes = evaluate.compare_policies(
       runner, scorer, policy, ref_params, heldout, episodes_per_pair=config.eval.episodes_per_pair,
       best_of_n=config.eval.best_of_n, seed=config.seed,
-      greedy_baseline=config.eval.greedy_baseline)
+      greedy_baseline=config.eval.greedy_baseline,
+      predicted_baseline=config.eval.predicted_baseline)
   artifacts.write_json(workdir / "eval.json", results)
   eagle = episodes["eagle"]
   report.write_report(
@@ -54,6 +71,11 @@ def run(args) -> int:
   for baseline in ("random", "reference"):
     d = results["eagle"][f"minus_{baseline}"]
     print(f"EAGLE - {baseline} (paired): {d['mean']:+.3f} ± {d['ci95']:.3f}")
+    if baseline == "random":
+      _print_power(d, config.eval.episodes_per_pair)
+  print("predicted gain of the chosen actions (standardised; random ≈ 0): "
+        + ", ".join(f"{name} {results[name]['predicted_gain']:+.3f}"
+                    for name in ("eagle", "reference", "random")))
   print(f"report: {workdir / 'report.png'}")
   ex = int(np.argmax(eagle.utility[:, -1] - eagle.utility[:, 0]))
   print(f"example ({world.title(table.items[eagle.anchors[ex]])}):")

@@ -16,38 +16,30 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
   import jax
+  import numpy as np
 
-  from eagle_jax import (artifacts, candidates, checkpoint, distributed, features, prepared,
-                         reference, train)
+  from eagle_jax import artifacts, candidates, checkpoint, distributed, prepared, reference, train
   config = common.config_from_args(args, (("kind", "reference.kind"),))
   workdir = common.workdir(config)
   world = prepared.load(config)
   table = candidates.CandidateTable.load(workdir / "candidates.npz")
-  design = artifacts.read_npz(workdir / "design.npz")
-  rows = design["anchors"]  # The anchors the design covered, train and held-out.
-  q = reference.targets(config.reference.kind, table.mask[rows], design["next_utility"],
-                        design["subsets"])
-  states, users, cands = features.initial_features(world, table)
-
-  def batch(heldout):
-    keep = table.heldout[rows] == heldout
-    if not keep.any():
-      return None
-    r = rows[keep]
-    return reference.sft_batch(states[r], users[r], cands[r], table.mask[r], q[keep],
-                               config.rl.horizon)
-
+  c = config.reference
+  train_batch, heldout_batch = reference.design_batches(
+      world, table, artifacts.read_npz(workdir / "design.npz"), c.kind, config.rl.horizon,
+      c.label_smoothing)
   scorer, _ = train.networks(config, config.rl.horizon)
   params, metrics = reference.train_reference(
-      scorer, batch(heldout=False), batch(heldout=True),
-      lr=config.reference.lr, steps=config.reference.steps, mesh=distributed.make_mesh(),
-      seed=config.seed)
+      scorer, train_batch, heldout_batch, lr=c.lr, steps=c.steps, mesh=distributed.make_mesh(),
+      seed=config.seed, weight_decay=c.weight_decay)
+  metrics.update(reference.policy_entropy(world, table, scorer, params))
   directory = workdir / "reference" / config.reference.kind
   with checkpoint.Checkpointer(directory, max_to_keep=1) as ckpt:
-    ckpt.save(config.reference.steps, params=params, opt_state={}, rng=jax.random.key(0),
+    ckpt.save(c.steps, params=params, opt_state={}, rng=jax.random.key(0),
               config_json=json.loads(config.to_json()))
   artifacts.write_json(workdir / f"reference_{config.reference.kind}.json", metrics)
   print(f"reference policy ({config.reference.kind}) -> {directory}")
   for k, v in sorted(metrics.items()):
     print(f"  {k}: {v:.3f}")
+  print(f"  (entropy of a uniform pick: {metrics['uniform_entropy']:.3f}; the design's "
+        f"subsets of {config.design.subset_size}: {np.log(config.design.subset_size):.3f})")
   return 0
