@@ -9,7 +9,8 @@ CPU. A row says how much of what the features make available the learner recover
 
   recovered = (EAGLE - random) / (predicted_best - random)
 
-where predicted_best takes the argmax of the predicted-gain feature at every step.
+where predicted_best takes the argmax of the predicted-gain feature at every step ("n/a"
+when that gain's own 95% CI includes zero: the held-out set cannot see it).
 """
 
 from __future__ import annotations
@@ -70,13 +71,15 @@ def check_rho(config, world, table, rho: float, updates: list[int]) -> list[dict
           seed=config.seed, greedy_baseline=False, predicted_baseline=True, verbose=False)
       diff = {name: results[name]["minus_random"]
               for name in ("eagle", "reference", "predicted_best")}
-      available = diff["predicted_best"]["mean"]
+      # A ratio is only meaningful when the features' own gain is detectably above zero.
+      best = diff["predicted_best"]
+      available = best["mean"] if best["mean"] - best["ci95"] > 0 else float("nan")
       rows.append({
           "rho": environment.stats["rho"], "rho_asked": rho, "updates": n,
           "eagle_minus_random": diff["eagle"], "reference_minus_random": diff["reference"],
           "predicted_best_minus_random": diff["predicted_best"],
           "eagle_minus_reference": results["eagle"]["minus_reference"],
-          "recovered": diff["eagle"]["mean"] / available if available > 0 else float("nan"),
+          "recovered": diff["eagle"]["mean"] / available,
           "eagle_predicted_gain": results["eagle"]["predicted_gain"],
           "train_utility_first": history[0]["utility/total"],
           "train_utility_last": float(np.mean([h["utility/total"] for h in history[-5:]])),
@@ -103,6 +106,7 @@ def format_table(rows: list[dict]) -> str:
     lines.append(
         f"| {r['rho']:.2f} | {r['updates']} | {fmt(r['eagle_minus_random'])} "
         f"| {fmt(r['reference_minus_random'])} | {fmt(r['predicted_best_minus_random'])} "
-        f"| {fmt(r['eagle_minus_reference'])} | {r['recovered']:.0%} "
+        f"| {fmt(r['eagle_minus_reference'])} "
+        f"| {'n/a' if np.isnan(r['recovered']) else format(r['recovered'], '.0%')} "
         f"| {r['eagle_predicted_gain']:+.2f} |")
   return "\n".join(lines)
