@@ -48,15 +48,20 @@ def test_candidate_features_read_the_literal_edit(domain):
   u_hat = utility(z_hat[None], users[b:b + 1], anchors[b:b + 1])[0][0]
   u_now = utility(z[b:b + 1], users[b:b + 1], anchors[b:b + 1])[0][0]
   np.testing.assert_allclose(got[b, k, :D_EMB], actions[b, k])
-  np.testing.assert_allclose(got[b, k, D_EMB:D_EMB + D], z_hat - z[b], rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(got[b, k, D_EMB + D:-1], users[b] * (z_hat - z[b]), rtol=1e-5,
-                             atol=1e-6)
-  gains = []  # The gain is z-scored over the state's candidates.
+  gains, shifts = [], []  # The gain is z-scored over the state's candidates.
   for j in range(K):
     mixed = emb[b] + actions[b, j]
     zj = prepared.latent_of_embedding(mixed / np.linalg.norm(mixed))
     gains.append(float(utility(zj[None], users[b:b + 1], anchors[b:b + 1])[0][0] - u_now))
-  gains = np.array(gains)
+    shifts.append(zj - z[b])
+  gains, shifts = np.array(gains), np.array(shifts)
+  # Each latent block is divided by its RMS norm over the state's candidates.
+  rms = lambda x: np.sqrt(np.mean(np.sum(x ** 2, -1)))  # noqa: E731
+  np.testing.assert_allclose(got[b, k, D_EMB:D_EMB + D], (z_hat - z[b]) / rms(shifts),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got[b, k, D_EMB + D:-1],
+                             users[b] * (z_hat - z[b]) / rms(users[b] * shifts), rtol=1e-5,
+                             atol=1e-6)
   assert gains[k] == pytest.approx(float(u_hat - u_now), abs=1e-6)
   np.testing.assert_allclose(got[b, :, -1], (gains - gains.mean()) / gains.std(), rtol=1e-4,
                              atol=1e-5)
