@@ -11,7 +11,9 @@ import numpy as np  # noqa: E402
 
 from eagle_jax import artifacts  # noqa: E402
 
-CURVES = ("reward/mean", "utility/rating", "utility/distance", "loss/kl", "loss/entropy",
+# Training utility first (is it rising?), and the raw mean advantage beside the value loss:
+# a value head lagging the return's mean shows there.
+CURVES = ("utility/total", "reward/mean", "loss/advantage", "loss/kl", "loss/entropy",
           "loss/value_loss")
 
 

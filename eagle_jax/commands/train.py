@@ -38,6 +38,12 @@ def _print_power(diff: dict, episodes_per_pair: int) -> None:
     print(f"  detecting {diff['mean']:+.3f} at 80% power needs ~{anchors} held-out anchors{per}")
 
 
+def environment_name(config) -> str:
+  if config.env.kind == "synthetic":
+    return f"synthetic (rho {config.env.synthetic_rho})"
+  return config.llm.model
+
+
 def run(args) -> int:
   import numpy as np
 
@@ -66,7 +72,7 @@ def run(args) -> int:
       workdir / "report.png", history=history,
       comparison=results,
       catalogue_z=world.item_z, trajectories=eagle.z, anchor_z=eagle.z[:, 0],
-      title=f"EAGLE on {world.catalogue.name}: {config.llm.model} environment, "
+      title=f"EAGLE on {world.catalogue.name}: {environment_name(config)} environment, "
             f"{config.reference.kind} reference, H={config.rl.horizon}")
   for baseline in ("random", "reference"):
     d = results["eagle"][f"minus_{baseline}"]
