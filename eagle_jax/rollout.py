@@ -55,7 +55,7 @@ class Episodes:
   texts: list[list[str]]    # [B][H+1] descriptions
   degenerate: int           # rewrites flagged degenerate (kept the previous text)
   rejected: list[list[str | None]]  # [B][H] why step t's rewrite was rejected, or None
-  llm_s: float              # wall time inside the environment LLM
+  llm_s: float              # wall time inside environment steps (LLM rewrite + its embedding)
   llm_tokens: int = 0
 
   def rewards(self, mode: str) -> np.ndarray:
