@@ -12,7 +12,7 @@ time (JAX: jax.monitoring compile events; torch: none), peak RSS, and greedy agr
 two backends' tokens.
 
   python bench/bench_llm.py [--batches 1 8 16 32] [--new-tokens 128]
-                            [--torch-python /work/torchvenv/bin/python]
+                            [--torch-python .venv-bench/bin/python]
 Writes bench/results/llm.json and bench/results/llm.md (atomically).
 """
 
@@ -180,6 +180,15 @@ def agreement(a: list[list[int]], b: list[list[int]]) -> float:
   return sum(fractions) / len(fractions)
 
 
+def _portable(path: str) -> str:
+  """`path` relative to the working directory when it lies below it, else its file name."""
+  p = pathlib.Path(path).absolute()
+  try:
+    return str(p.relative_to(pathlib.Path.cwd()))
+  except ValueError:
+    return p.name
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32])
@@ -213,10 +222,12 @@ def main() -> int:
                "llama_cpp": has_module(args.torch_python, "llama_cpp")}
   notes = [f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), load "
            f"average {os.getloadavg()[0]:.1f} at start: other jobs may share the cores."]
+  # Results are committed: name interpreters and files without this machine's paths.
+  torch_python = _portable(args.torch_python)
   if not baselines["torch"]:
-    notes.append(f"HF torch baseline skipped: no torch in {args.torch_python}")
+    notes.append(f"HF torch baseline skipped: no torch in {torch_python}")
   if not baselines["llama_cpp"]:
-    notes.append(f"llama.cpp skipped: llama_cpp is not importable in {args.torch_python} "
+    notes.append(f"llama.cpp skipped: llama_cpp is not importable in {torch_python} "
                  "(llama-cpp-python compiles for ~10 min; install it there to include it)")
 
   rows = []
@@ -241,7 +252,7 @@ def main() -> int:
     torch_row = next((r for r in rows if r["backend"] == "torch" and r["batch"] == batch), None)
     if torch_row and "error" not in torch_row and "error" not in jax_row:
       speedups[batch] = jax_row["decode_tok_s"] / torch_row["decode_tok_s"]
-  report = dict(model=MODEL, gguf=gguf, new_tokens=args.new_tokens, bucket=args.bucket,
+  report = dict(model=MODEL, gguf=pathlib.Path(gguf).name, new_tokens=args.new_tokens, bucket=args.bucket,
                 prompt_lengths=[len(x) for x in ids], notes=notes, rows=rows,
                 decode_speedup_jax_over_torch=speedups,
                 when=time.strftime("%Y-%m-%d %H:%M:%S"))

@@ -2,7 +2,7 @@
 
 Runs in the side venv with torch (never imported by the project or its tests):
 
-  /work/torchvenv/bin/python tools/make_llm_fixture.py [smollm2] [gemma3-270m]
+  .venv-bench/bin/python tools/make_llm_fixture.py [smollm2] [gemma3-270m]
 
 For each packaged GGUF model it loads the file into `AutoModelForCausalLM` (fp32) and its
 tokenizer the way HF does, runs a fixed set of prompts and stores, per prompt, the token ids

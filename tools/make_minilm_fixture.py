@@ -3,7 +3,7 @@
 The Flax text encoder (`eagle_jax.latent.text_encoder`) is tested against this fixture, so
 the tests never need torch. Run it with the side venv that has torch + sentence-transformers:
 
-  /work/torchvenv/bin/python tools/make_minilm_fixture.py
+  .venv-bench/bin/python tools/make_minilm_fixture.py
 """
 
 from __future__ import annotations
