@@ -21,19 +21,8 @@ import tempfile
 import numpy as np
 
 from eagle_jax import candidates, distributed, evaluate, reference, rollout, train
+from eagle_jax.config import apply_override
 from eagle_jax.synthetic_env import SyntheticEnvironment
-
-
-def _with(config, **values):
-  """A copy of the config with dotted keys replaced (`rl__iterations=5`)."""
-  config = copy.deepcopy(config)
-  for key, value in values.items():
-    node = config
-    *path, leaf = key.split("__")
-    for part in path:
-      node = node[part]
-    node[leaf] = value
-  return config
 
 
 def trained_reference(config, world, table, runner, scorer):
@@ -63,7 +52,9 @@ def check_rho(config, world, table, rho: float, updates: list[int]) -> list[dict
   rows = []
   with tempfile.TemporaryDirectory() as workdir:  # Checkpoints only: the table is the output.
     for i, n in enumerate(sorted(updates)):
-      run_config = _with(config, workdir=workdir, rl__iterations=n)
+      run_config = copy.deepcopy(config)
+      for override in (f"workdir={workdir!r}", f"rl.iterations={n}"):
+        apply_override(run_config, override)
       policy, _, history = train.train(run_config, runner, ref_params, distributed.make_mesh(),
                                        resume=i > 0, progress=False)
       results, _ = evaluate.compare_policies(
