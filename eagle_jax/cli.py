@@ -14,6 +14,8 @@ from eagle_jax.errors import EagleError
 
 # name -> (module:function, one-line help). Each function takes the parsed argparse namespace.
 COMMANDS = {
+    "describe": ("eagle_jax.commands.describe:run",
+                 "the LLM writes each movie's plot after its MovieLens fields (one text format)"),
     "prepare": ("eagle_jax.commands.prepare:run",
                 "load MovieLens, fit the ALS latent space, train the text encoder E_D"),
     "actions": ("eagle_jax.commands.actions:run",

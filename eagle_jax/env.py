@@ -5,6 +5,11 @@ prefaces ("Here is a re-written version...:"), quotes, markdown and trailing not
 return nothing useful; `clean_output` strips the wrapping and flags degenerate outputs.
 A degenerate rewrite falls back to the input text, so the episode continues, and its reason
 is returned so runs can count them.
+
+With keep_fields=True the entity is a described movie ("<fields> Plot: <prose>", see
+`data/descriptions.py`): the LLM sees it whole, its answer becomes the new plot, and the
+fields are kept, so every state stays in the one format E_D was fit on. An answer that
+writes field labels breaks the format and is degenerate ("format").
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import difflib
 import re
 from typing import Sequence
 
+from eagle_jax.data import descriptions
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import prompting
 
@@ -181,7 +187,8 @@ class EnvironmentLLM:
   def __init__(self, sampler, *, prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
                max_new_tokens: int, strategy, few_shot: bool = False,
                context_template: str = CONTEXT_TEMPLATE,
-               examples: Sequence[tuple[str, str, str]] = MOVIE_EXAMPLES, max_chars: int = 800):
+               examples: Sequence[tuple[str, str, str]] = MOVIE_EXAMPLES, max_chars: int = 800,
+               keep_fields: bool = False):
     for field in ("{entity}", "{action}"):
       if field not in prompt_template:
         raise EagleError(f"prompt template must contain {field} (fields: {{entity}}, "
@@ -196,6 +203,7 @@ class EnvironmentLLM:
     self.few_shot = few_shot
     self.examples = tuple(examples)
     self.max_chars = max_chars
+    self.keep_fields = keep_fields
     # A base model that starts a new example has finished its answer.
     lead = prompt_template.split("{")[0].strip()
     self.stop = ("\n\n",) + ((f"\n{lead}",) if lead else ()) if few_shot else ()
@@ -229,8 +237,12 @@ class EnvironmentLLM:
                               apply_template=not self.few_shot)
     texts, reasons = [], []
     for raw, finished, entity in zip(out.texts, out.finished, entities):
-      text, reason = clean_output(raw, entity, self.max_chars, finished=finished,
+      fields, plot = descriptions.split_plot(entity) if self.keep_fields else ("", entity)
+      text, reason = clean_output(raw, plot, self.max_chars, finished=finished,
                                   markers=self.markers)
+      if self.keep_fields and reason is None:
+        reason = "format" if descriptions.breaks_format(text) else None
+        text = descriptions.with_plot(fields, text)
       texts.append(entity if reason else text)
       reasons.append(reason)
     return RewriteResult(texts=texts, degenerate=reasons, raw=list(out.texts), tokens=out.tokens)

@@ -126,6 +126,29 @@ def action_identification(rewrite_emb: np.ndarray, action_emb: np.ndarray,
           "chance": float(np.mean(1.0 / mask.sum(-1)))}
 
 
+# A meaning-preserving edit: E_D should barely move under it, compared with a real edit.
+PARAPHRASE = "say the same thing in other words, keeping every event, character and the tone"
+
+
+def paraphrase_stability(z0: np.ndarray, z_paraphrase: np.ndarray, paraphrased: np.ndarray,
+                         z_next: np.ndarray, edited: np.ndarray) -> dict:
+  """How far E_D's latent moves under a paraphrase compared with under a real edit.
+
+  Args: z0 [A, d] each anchor's latent; z_paraphrase [A, d] after a `PARAPHRASE` rewrite,
+  `paraphrased` [A] whether that rewrite was usable (a rejected one did not move);
+  z_next [A, K, d] after each candidate edit; `edited` [A, K] the valid candidates whose
+  rewrite was usable (rejected ones kept x_0 and did not move either).
+  Returns medians of the L2 moves and their ratio (paraphrase / edit; 1 = E_D cannot tell
+  a paraphrase from an edit), plus how many paraphrases and edits were usable.
+  """
+  median = lambda x: float(np.median(x)) if x.size else float("nan")  # noqa: E731
+  para_move = median(np.linalg.norm(z_paraphrase - z0, axis=-1)[paraphrased])
+  edit_move = median(np.linalg.norm(z_next - z0[:, None], axis=-1)[edited])
+  return {"paraphrase_move": para_move, "edit_move": edit_move,
+          "paraphrase_edit_ratio": para_move / edit_move if edit_move > 0 else float("nan"),
+          "paraphrases_usable": int(paraphrased.sum()), "edits_usable": int(edited.sum())}
+
+
 def feature_dims(prepared, table) -> dict[str, int]:
   """Input sizes of the scorer and value networks."""
   d = prepared.item_z.shape[1]

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eagle_jax import artifacts
-from eagle_jax.data.descriptions import Descriptions, load_descriptions
+from eagle_jax.data.descriptions import Descriptions, load_descriptions, split_plot
 from eagle_jax.data.movielens import Catalogue, load_catalogue
 from eagle_jax.errors import EagleError
 from eagle_jax.latent import als, regression_head, utility
@@ -46,7 +46,7 @@ class Prepared:
     return TextEncoder.load(self.config.encoder.model, max_length=self.config.encoder.max_length)
 
   def embed_text(self, texts: list[str]) -> np.ndarray:
-    return self.encoder.encode(texts, batch_size=self.config.encoder.batch_size)
+    return embed_descriptions(self.encoder, texts, self.config)
 
   def latent_of_embedding(self, emb: np.ndarray) -> np.ndarray:
     """E_D's head: text embedding -> latent z."""
@@ -87,6 +87,31 @@ class Prepared:
     return fn
 
 
+def embed_descriptions(encoder, texts: list[str], config, progress: bool = False) -> np.ndarray:
+  """E_D's text embedding (unit norm). With config.encoder.plot_weight w > 0 a description's
+  fields and its plot are embedded on their own and mixed, unit((1 - w) fields + w plot):
+  one mean pool over both dilutes the genre and tag words that carry most of the behavioural
+  signal (DESIGN.md, rule 3). A text without a plot is its fields."""
+  c = config.encoder
+  if not c.plot_weight:
+    return encoder.encode(texts, batch_size=c.batch_size, progress=progress)
+  if not 0 < c.plot_weight < 1:
+    raise EagleError(f"config.encoder.plot_weight={c.plot_weight}: expected 0 (one embedding "
+                     "of the whole text) or a weight in (0, 1)")
+  parts = [split_plot(t) for t in texts]
+  # Rewrites keep their anchor's fields: embed each distinct fields text once.
+  unique = {f: i for i, f in enumerate(dict.fromkeys(f for f, _ in parts))}
+  field_emb = encoder.encode(list(unique), batch_size=c.batch_size, progress=progress)
+  emb = field_emb[[unique[f] for f, _ in parts]]
+  has_plot = [i for i, (_, p) in enumerate(parts) if p]
+  if has_plot:
+    plot_emb = encoder.encode([parts[i][1] for i in has_plot], batch_size=c.batch_size,
+                              progress=progress)
+    mixed = (1 - c.plot_weight) * emb[has_plot] + c.plot_weight * plot_emb
+    emb[has_plot] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
+  return emb
+
+
 def _stage_key(config, *sections) -> str:
   return artifacts.fingerprint(config.data.to_dict(), [config[s].to_dict() for s in sections],
                                config.seed)
@@ -112,11 +137,10 @@ def prepare(config, verbose: bool = False) -> Prepared:
   latent_metrics = artifacts.read_json(workdir / "latent.json")
   _log(verbose, _format_latent(latent_metrics))
 
-  descriptions = load_descriptions(config.data.descriptions, catalogue, config.data.num_tags)
-  counts = np.bincount(np.searchsorted(catalogue.movie_ids, catalogue.ratings.movie_ids),
-                       minlength=catalogue.num_movies)
+  descriptions = load_descriptions(config.data.descriptions, catalogue, config.data.num_tags,
+                                   workdir)
   has_text = np.array([int(m) in descriptions.texts for m in catalogue.movie_ids])
-  enough = counts >= config.data.min_ratings_per_movie
+  enough = catalogue.rating_counts() >= config.data.min_ratings_per_movie
   items = np.flatnonzero(enough & has_text)
   if items.size < 10:
     raise EagleError(f"only {items.size} movies have >= {config.data.min_ratings_per_movie} "
@@ -128,19 +152,19 @@ def prepare(config, verbose: bool = False) -> Prepared:
   item_z = latent["item_factors"][item_rows]
 
   # Stage 2: frozen text embeddings of the descriptions.
-  key = _stage_key(config, "encoder") + f"-{items.size}"
+  texts = [descriptions.texts[int(catalogue.movie_ids[i])] for i in items]
+  key = _stage_key(config, "encoder") + f"-{artifacts.fingerprint(texts)}"
   if not artifacts.stage_done(workdir, "text", key):
     from eagle_jax.latent.text_encoder import TextEncoder
     encoder = TextEncoder.load(config.encoder.model, max_length=config.encoder.max_length)
-    texts = [descriptions.texts[int(catalogue.movie_ids[i])] for i in items]
-    emb = encoder.encode(texts, batch_size=config.encoder.batch_size, progress=verbose)
+    emb = embed_descriptions(encoder, texts, config, progress=verbose)
     artifacts.write_npz(workdir / "text.npz", movie_ids=catalogue.movie_ids[items], embeddings=emb)
     artifacts.write_json(workdir / "text.json", {"fingerprint": key, "num_texts": len(texts),
                                                  "missing_text": len(descriptions.missing)})
   text = artifacts.read_npz(workdir / "text.npz")
 
   # Stage 3: E_D's regression head, evaluated on movies it never saw.
-  key = _stage_key(config, "als", "encoder") + f"-{items.size}"
+  key = _stage_key(config, "als", "encoder") + f"-{artifacts.fingerprint(texts)}"
   if not artifacts.stage_done(workdir, "ed_head", key):
     _fit_head(config, text["embeddings"], item_z, latent, workdir, key, verbose)
   head_params = regression_head.load_head(workdir / "ed_head.npz")

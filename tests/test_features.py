@@ -114,3 +114,21 @@ def test_action_identification_counts_nearest_action_texts():
   mask = np.array([[True, True, False]])  # A padded candidate is neither target nor rival.
   got = features.action_identification(rewrites, actions, mask)
   assert got == pytest.approx({"identification": 1.0, "chance": 0.5})
+
+
+def test_paraphrase_stability_compares_medians_of_moves():
+  z0 = np.zeros((3, 2), np.float32)
+  z_para = np.array([[0.1, 0.0], [0.0, 0.3], [5.0, 0.0]], np.float32)
+  usable = np.array([True, True, False])  # The rejected one did not move: not counted.
+  z_next = np.zeros((3, 2, 2), np.float32)
+  z_next[:, 0, 0], z_next[:, 1, 1] = 1.0, 2.0
+  z_next[2, 1] = 0.0  # Rejected: kept x_0, not counted as an edit that did not move.
+  edited = np.array([[True, True], [True, True], [True, False]])
+  stats = features.paraphrase_stability(z0, z_para, usable, z_next, edited)
+  assert stats["paraphrases_usable"] == 2 and stats["edits_usable"] == 5
+  assert stats["paraphrase_move"] == pytest.approx(0.2)
+  assert stats["edit_move"] == pytest.approx(1.0)  # median of 1, 2, 1, 2, 1
+  assert stats["paraphrase_edit_ratio"] == pytest.approx(0.2)
+  none = features.paraphrase_stability(z0, z_para, np.zeros(3, bool), z_next,
+                                       np.zeros((3, 2), bool))
+  assert np.isnan(none["paraphrase_move"]) and np.isnan(none["paraphrase_edit_ratio"])

@@ -18,9 +18,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
   # The demo's learner as configured (its nets, SFT and RL settings) on fewer movies; the
-  # smoke variant's tiny nets and batches are for plumbing, not learning.
+  # smoke variant's tiny nets and batches are for plumbing, not learning. The synthetic
+  # environment moves embeddings, not text: the fields alone need no `describe` run.
   config = load_config("experiments/demo.py", [
-      f"workdir={str(tmp_path_factory.mktemp('signal'))!r}",
+      f"workdir={str(tmp_path_factory.mktemp('signal'))!r}", "data.descriptions='movielens'",
       "data.min_ratings_per_movie=40", "actions.num_anchors=320",
       "actions.heldout_fraction=0.5"])
   w = prepared.prepare(config)

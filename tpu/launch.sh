@@ -68,7 +68,8 @@ ssh_all "cd ~/$REMOTE_DIR && python3 -m venv .venv && .venv/bin/pip install -q -
   -r requirements-models.txt && .venv/bin/pip install -q --no-deps -e ."
 
 # 4. Train: every host runs the same command; process 0 logs and writes checkpoints.
-ssh_all "cd ~/$REMOTE_DIR && EAGLE_DISTRIBUTED=1 .venv/bin/python -m eagle_jax prepare \
+ssh_all "cd ~/$REMOTE_DIR && .venv/bin/python -m eagle_jax describe --config $CONFIG \
+  --workdir $WORKDIR && EAGLE_DISTRIBUTED=1 .venv/bin/python -m eagle_jax prepare \
   --config $CONFIG --workdir $WORKDIR && EAGLE_DISTRIBUTED=1 .venv/bin/python -m eagle_jax train \
   --config $CONFIG --workdir $WORKDIR $EXTRA"
 

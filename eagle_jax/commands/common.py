@@ -25,7 +25,8 @@ def config_from_args(args, extra: tuple[tuple[str, str], ...] = ()):
 def build_environment(config, world=None, table=None):
   """The environment of config.env.kind: the LLM (model, sharded sampler, rewrite prompt), or
   the synthetic one, calibrated on the table's anchors (so it needs `world` and `table`)."""
-  from eagle_jax import distributed, env
+  from eagle_jax import env
+  from eagle_jax.data import descriptions
   from eagle_jax.errors import EagleError
   if config.env.kind == "synthetic":
     from eagle_jax.synthetic_env import SyntheticEnvironment
@@ -43,16 +44,25 @@ def build_environment(config, world=None, table=None):
   if config.env.kind != "llm":
     raise EagleError(f"config.env.kind={config.env.kind!r}: expected 'llm' or 'synthetic'")
   from eagle_jax.llm import sampler as sampler_lib
-  from eagle_jax.llm.weights import load_model
   c = config.llm
-  model = load_model(c.model, dtype=c.dtype)
-  sampler = sampler_lib.Sampler(model, buckets=tuple(c.prompt_buckets), batch_size=c.batch_size,
-                                mesh=distributed.make_mesh())
+  sampler = make_sampler(config, c.batch_size)
   return env.EnvironmentLLM(
       sampler, prompt_template=config.env.prompt_template,
       context_template=config.env.context_template, max_new_tokens=c.max_new_tokens,
       strategy=sampler_lib.make_strategy(c.temperature, c.top_k, c.top_p),
-      few_shot=model.chat_template is None)
+      few_shot=sampler.model.chat_template is None,
+      keep_fields=config.data.descriptions == descriptions.DESCRIBED)
+
+
+def make_sampler(config, batch_size: int, model: str | None = None):
+  """An LLM (config.llm's unless `model` names another) behind a sampler sharded over the
+  local devices."""
+  from eagle_jax import distributed
+  from eagle_jax.llm import sampler as sampler_lib
+  from eagle_jax.llm.weights import load_model
+  c = config.llm
+  return sampler_lib.Sampler(load_model(model or c.model, dtype=c.dtype), batch_size=batch_size,
+                             buckets=tuple(c.prompt_buckets), mesh=distributed.make_mesh())
 
 
 def load_runner(config):

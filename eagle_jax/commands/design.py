@@ -23,6 +23,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
   from eagle_jax import artifacts, features, one_step, reference
+  from eagle_jax.data import descriptions
   config = common.config_from_args(args)
   workdir = common.workdir(config)
   world, table, runner = common.load_runner(config)
@@ -44,9 +45,16 @@ def run(args) -> int:
   # E_D's reading of the edit predict it?
   predicted_gain = features.initial_features(world, table)[2][rows, :, -1]
   steer = features.steerability(predicted_gain, next_utility, mask)
-  rewrite_emb = world.embed_text([t for row in rewrites for t in row]).reshape(
-      len(rows), K, -1)
+  # The plot alone: a described rewrite keeps its anchor's fields, which would pull the
+  # nearest action toward the anchor's genres rather than the edit.
+  rewrite_emb = world.embed_text([descriptions.split_plot(t)[1] or t for row in rewrites
+                                  for t in row]).reshape(len(rows), K, -1)
   steer.update(features.action_identification(rewrite_emb, table.action_emb[rows], mask))
+  anchor_texts = [world.text(table.items[a]) for a in rows]
+  edited = mask & np.array([[t != x0 for t in row] for row, x0 in zip(rewrites, anchor_texts)])
+  steer["usable_rewrites"] = float(edited.sum() / mask.sum())
+  if config.env.kind == "llm":
+    steer.update(_paraphrase_stability(runner, rows, z_next, edited, config.seed))
   summary = {"coverage": coverage, "steerability": steer, "method": config.design.method,
              "one_step": {"fingerprints": steps.fingerprints, "reused": steps.reused,
                           "rerun": steps.rerun},
@@ -64,9 +72,31 @@ def run(args) -> int:
   print("  coverage of all candidates   log det   max leverage (median)")
   print(f"  G-optimal subset          {g['log_det']:9.3f}   {g['max_leverage']:9.2f}")
   print(f"  random subset             {r['log_det']:9.3f}   {r['max_leverage']:9.2f}")
+  print(f"{steer['usable_rewrites']:.0%} of the one-step rewrites were usable (the rest were "
+        "rejected as degenerate and kept x_0)")
   print(f"the rewrite's nearest action text is the one applied in "
         f"{steer['identification']:.0%} of rewrites (chance {steer['chance']:.0%})")
+  if "paraphrase_move" in steer:
+    print(f"E_D stability: a paraphrase moves z by {steer['paraphrase_move']:.3f} (median of "
+          f"{steer['paraphrases_usable']} usable of {len(rows)}), a real edit by "
+          f"{steer['edit_move']:.3f} ({steer['edits_usable']} usable; ratio "
+          f"{steer['paraphrase_edit_ratio']:.2f})")
   print(f"one-step utility over a random pick: best candidate +{steer['oracle_gain']:.3f}, "
         f"best by E_D's reading of the edit {steer['predicted_gain']:+.3f} "
         f"(within-anchor correlation {steer['correlation']:.2f})")
   return 0
+
+
+def _paraphrase_stability(runner, rows, z_next, edited, seed) -> dict:
+  """Each design anchor rewritten by `features.PARAPHRASE`: E_D's move against an edit's."""
+  from eagle_jax import features
+  world, table = runner.prepared, runner.table
+  texts = [world.text(table.items[a]) for a in rows]
+  emb0 = world.text_emb[table.items[rows]]
+  action_emb = np.repeat(world.embed_text([features.PARAPHRASE]), len(rows), axis=0)
+  result, emb, _ = runner.step(texts, [features.PARAPHRASE] * len(rows), rows, seed, emb0,
+                               action_emb)
+  _, z0 = runner.state_features(emb0)
+  _, z_para = runner.state_features(emb)
+  usable = np.array([r is None for r in result.degenerate])
+  return features.paraphrase_stability(z0, z_para, usable, z_next, edited)

@@ -2,7 +2,8 @@
 
 Artefacts (all written atomically; a stage whose manifest matches its inputs is reused):
   latent.npz / latent.json      user and item factors, held-out RMSE and recall@k vs popularity
-  text.npz / text.json          MiniLM embeddings of the item descriptions
+  text.npz / text.json          MiniLM embeddings of the item descriptions (fields and plot
+                                apart when config.encoder.plot_weight > 0)
   ed_head.npz / ed_head.json    regression head text embedding -> item latent, held-out R^2, cosine, corr
 """
 
@@ -18,7 +19,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--data", help="MovieLens source: 'embedded', a GroupLens directory "
                       "(ml-latest/ml-25m/ml-100k format) or tfds:movielens/<config> "
                       "(overrides config.data.source)")
-  parser.add_argument("--descriptions", help="item text: 'movielens' or a CSV with columns "
+  parser.add_argument("--descriptions", help="item text: 'described' (the output of `describe` "
+                      "in the run dir), 'movielens' (the fields alone) or a CSV with columns "
                       "movieId,description (overrides config.data.descriptions)")
   add_run_args(parser)
 

@@ -1,8 +1,11 @@
 """Item text x for the encoder E_D: built from MovieLens itself, or read from a CSV.
 
-The MovieLens text (title, year, genres, most frequent user tags) is the embedded default:
-it ships with the project and, measured on ml-latest-small, predicts the ALS item
-embeddings better than plot overviews (DESIGN.md, "Reward fidelity").
+The MovieLens text (title, year, genres, most frequent user tags) is the fields part of
+every description: measured on ml-latest-small, it predicts the ALS item embeddings better
+than plot overviews (DESIGN.md, "Reward fidelity"). The `describe` stage appends LLM prose
+after `PLOT_LABEL`, so catalogue, anchors and rewrites share one format:
+
+  "Toy Story (1995). Genres: Adventure, Animation. Tags: pixar, fun. Plot: A cowboy doll ..."
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from eagle_jax.data.movielens import Catalogue, Tags, read_records
 from eagle_jax.errors import EagleError
 
 MOVIELENS = "movielens"
+DESCRIBED = "described"  # <workdir>/descriptions.csv, written by the `describe` stage.
+PLOT_LABEL = "Plot:"
+FIELD_LABELS = ("Genres:", "Tags:", PLOT_LABEL)
 _CSV_COLUMNS = (("movieId", int), ("description", str))
 
 _log = logging.getLogger(__name__)
@@ -52,6 +58,22 @@ def movielens_descriptions(catalogue: Catalogue, num_tags: int = 5) -> Descripti
   return Descriptions(texts=texts, missing=[], source=MOVIELENS)
 
 
+def split_plot(text: str) -> tuple[str, str]:
+  """(fields, plot) of a description; the plot is "" when it has none."""
+  fields, _, plot = text.partition(PLOT_LABEL)
+  return fields.strip(), plot.strip()
+
+
+def with_plot(fields: str, plot: str) -> str:
+  """The description with these fields and this plot (just the fields when it is empty)."""
+  return f"{fields.strip()} {PLOT_LABEL} {plot.strip()}" if plot.strip() else fields.strip()
+
+
+def breaks_format(plot: str) -> bool:
+  """Whether a plot writes field labels: E_D would then read fields where prose belongs."""
+  return any(label in plot for label in FIELD_LABELS)
+
+
 def csv_descriptions(path: str | os.PathLike, catalogue: Catalogue) -> Descriptions:
   """Reads a CSV whose header has `movieId` and `description` (other columns ignored).
 
@@ -77,10 +99,18 @@ def csv_descriptions(path: str | os.PathLike, catalogue: Catalogue) -> Descripti
   return Descriptions(texts=texts, missing=missing, source=str(path))
 
 
-def load_descriptions(spec: str, catalogue: Catalogue, num_tags: int = 5) -> Descriptions:
-  """`spec` is "movielens" (built from the catalogue) or the path of a descriptions CSV."""
+def load_descriptions(spec: str, catalogue: Catalogue, num_tags: int = 5,
+                      workdir: str | os.PathLike = ".") -> Descriptions:
+  """`spec` is "movielens" (built from the catalogue), "described" (the `describe` stage's
+  output in `workdir`) or the path of a descriptions CSV."""
   if spec == MOVIELENS:
     return movielens_descriptions(catalogue, num_tags)
+  if spec == DESCRIBED:
+    path = pathlib.Path(workdir) / "descriptions.csv"
+    if not path.is_file():
+      raise EagleError(f"{path}: not found; config.data.descriptions='described' reads the "
+                       "output of `python -m eagle_jax describe` (run it first, same config)")
+    return csv_descriptions(path, catalogue)
   return csv_descriptions(spec, catalogue)
 
 

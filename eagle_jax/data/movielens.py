@@ -129,6 +129,11 @@ class Catalogue:
   def num_users(self) -> int:
     return len(self.user_ids)
 
+  def rating_counts(self) -> np.ndarray:
+    """Ratings per movie (int64 [M], catalogue rows)."""
+    rows = np.searchsorted(self.movie_ids, self.ratings.movie_ids)
+    return np.bincount(rows, minlength=self.num_movies)
+
   def movie_rows(self, movie_ids: np.ndarray) -> np.ndarray:
     """Catalogue rows of many movie ids at once (int64, same shape)."""
     movie_ids = np.asarray(movie_ids, dtype=np.int64)
