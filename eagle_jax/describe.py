@@ -31,7 +31,7 @@ from eagle_jax.data import descriptions as descriptions_lib
 from eagle_jax.data.movielens import Catalogue
 from eagle_jax.errors import EagleError
 
-DESCRIPTIONS_CSV = "descriptions.csv"
+DESCRIPTIONS_CSV = descriptions_lib.DESCRIBED_CSV
 _PARTIAL = "describe.partial.jsonl"
 _SHIPPED_DIR = pathlib.Path(__file__).parent / "data" / "embedded"
 _MAX_CHARS = 600

@@ -153,7 +153,8 @@ def prepare(config, verbose: bool = False) -> Prepared:
 
   # Stage 2: frozen text embeddings of the descriptions.
   texts = [descriptions.texts[int(catalogue.movie_ids[i])] for i in items]
-  key = _stage_key(config, "encoder") + f"-{artifacts.fingerprint(texts)}"
+  text_key = artifacts.fingerprint(texts)
+  key = _stage_key(config, "encoder") + f"-{text_key}"
   if not artifacts.stage_done(workdir, "text", key):
     from eagle_jax.latent.text_encoder import TextEncoder
     encoder = TextEncoder.load(config.encoder.model, max_length=config.encoder.max_length)
@@ -164,7 +165,7 @@ def prepare(config, verbose: bool = False) -> Prepared:
   text = artifacts.read_npz(workdir / "text.npz")
 
   # Stage 3: E_D's regression head, evaluated on movies it never saw.
-  key = _stage_key(config, "als", "encoder") + f"-{artifacts.fingerprint(texts)}"
+  key = _stage_key(config, "als", "encoder") + f"-{text_key}"
   if not artifacts.stage_done(workdir, "ed_head", key):
     _fit_head(config, text["embeddings"], item_z, latent, workdir, key, verbose)
   head_params = regression_head.load_head(workdir / "ed_head.npz")

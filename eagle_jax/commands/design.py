@@ -54,7 +54,8 @@ def run(args) -> int:
   edited = mask & np.array([[t != x0 for t in row] for row, x0 in zip(rewrites, anchor_texts)])
   steer["usable_rewrites"] = float(edited.sum() / mask.sum())
   if config.env.kind == "llm":
-    steer.update(_paraphrase_stability(runner, rows, z_next, edited, config.seed))
+    steer.update(_paraphrase_stability(runner, rows, anchor_texts, z_next, edited,
+                                       config.seed))
   summary = {"coverage": coverage, "steerability": steer, "method": config.design.method,
              "one_step": {"fingerprints": steps.fingerprints, "reused": steps.reused,
                           "rerun": steps.rerun},
@@ -87,11 +88,11 @@ def run(args) -> int:
   return 0
 
 
-def _paraphrase_stability(runner, rows, z_next, edited, seed) -> dict:
-  """Each design anchor rewritten by `features.PARAPHRASE`: E_D's move against an edit's."""
+def _paraphrase_stability(runner, rows, texts, z_next, edited, seed) -> dict:
+  """Each design anchor (text `texts`) rewritten by `features.PARAPHRASE`: E_D's move
+  against an edit's."""
   from eagle_jax import features
   world, table = runner.prepared, runner.table
-  texts = [world.text(table.items[a]) for a in rows]
   emb0 = world.text_emb[table.items[rows]]
   action_emb = np.repeat(world.embed_text([features.PARAPHRASE]), len(rows), axis=0)
   result, emb, _ = runner.step(texts, [features.PARAPHRASE] * len(rows), rows, seed, emb0,
