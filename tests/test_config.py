@@ -41,3 +41,17 @@ def test_config_is_locked_after_loading():
   c = load_config(DEMO)
   with pytest.raises(AttributeError):
     c.als.new_key = 1
+
+
+@pytest.mark.parametrize("variant", ["", ":gpu"])
+def test_steering_experiment_can_see_the_demos_effect(variant):
+  from eagle_jax import describe, evaluate
+  c, demo = load_config("experiments/steering.py" + variant), load_config(DEMO)
+  heldout = round(c.actions.num_anchors * c.actions.heldout_fraction)
+  # The demo measured EAGLE - random +0.018 with a paired sd of 0.055.
+  assert heldout >= evaluate.anchors_for_power(0.018, 0.055)
+  # The demo's catalogue text, so `describe` copies the shipped descriptions.
+  fields = {1: "Toy Story (1995). Genres: Comedy."}
+  assert describe.fingerprint(c, fields) == describe.fingerprint(demo, fields)
+  assert c.data == demo.data and c.encoder == demo.encoder
+  assert c.rl.batch_size % c.llm.batch_size == 0 or c.llm.batch_size % c.rl.batch_size == 0
