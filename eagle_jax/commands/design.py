@@ -43,8 +43,9 @@ def run(args) -> int:
   }
   # Does the environment follow the edits, does the action matter one step ahead, and does
   # E_D's reading of the edit predict it?
-  predicted_gain = features.initial_features(world, table)[2][rows, :, -1]
-  steer = features.steerability(predicted_gain, next_utility, mask)
+  candidates = features.initial_features(world, table)[2][rows]
+  steer = features.steerability(candidates[..., -1], next_utility, mask)
+  steer.update(features.fitted_predictor_gain(candidates, next_utility, mask, table.items[rows]))
   # The plot alone: a described rewrite keeps its anchor's fields, which would pull the
   # nearest action toward the anchor's genres rather than the edit.
   rewrite_emb = world.embed_text([descriptions.split_plot(t)[1] or t for row in rewrites
@@ -84,7 +85,9 @@ def run(args) -> int:
           f"{steer['paraphrase_edit_ratio']:.2f})")
   print(f"one-step utility over a random pick: best candidate +{steer['oracle_gain']:.3f}, "
         f"best by E_D's reading of the edit {steer['predicted_gain']:+.3f} "
-        f"(within-anchor correlation {steer['correlation']:.2f})")
+        f"(within-anchor correlation {steer['correlation']:.2f}), best by a ridge fit of all "
+        f"candidate features on other movies {steer['fitted_gain']:+.3f} (correlation "
+        f"{steer['fitted_correlation']:.2f})")
   return 0
 
 
