@@ -29,11 +29,71 @@ def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDi
     raise EagleError(f"config file {path} failed to load: {type(e).__name__}: {e}") from e
   if not hasattr(module, "get_config"):
     raise EagleError(f"config file {path} defines no get_config()")
-  config = module.get_config(arg) if arg else module.get_config()
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except Exception as e:  # E.g. an unknown variant: `demo.py:smok`.
+    raise EagleError(f"config {spec}: get_config({arg!r}) failed: {type(e).__name__}: {e}") from e
   for override in overrides:
     apply_override(config, override)
+  check_config(config)
   config.lock()
   return config
+
+
+# Numeric keys and the values they accept, checked before any work starts: a bad value
+# would otherwise fail late (after an ALS fit or a whole RL iteration) or pass silently.
+_AT_LEAST_1 = (
+    "als.dim", "als.iterations", "als.recall_k", "encoder.max_length", "encoder.batch_size",
+    "encoder.head_steps", "describe.max_new_tokens", "describe.batch_size",
+    "data.min_ratings_per_movie", "utility.k", "llm.max_new_tokens", "llm.batch_size",
+    "actions.num_anchors", "design.subset_size", "design.max_iters", "reference.hidden",
+    "reference.steps", "rl.horizon", "rl.iterations", "rl.batch_size", "checkpoint.every",
+    "checkpoint.keep", "eval.episodes_per_pair", "eval.best_of_n")
+_AT_LEAST_0 = (
+    "seed", "data.num_tags", "actions.num_generic", "actions.num_personalised",
+    "design.num_anchors", "encoder.head_hidden", "als.reg", "als.alpha",
+    "encoder.head_weight_decay", "encoder.head_hidden_weight_decay", "utility.lam",
+    "utility.cap", "llm.temperature", "llm.top_k", "reference.weight_decay", "rl.kl_alpha",
+    "rl.entropy_coef", "rl.value_coef")
+_ABOVE_0 = ("encoder.head_lr", "reference.lr", "rl.policy_lr", "rl.value_lr", "design.eps",
+            "design.rejection_c", "rl.max_grad_norm")
+_OPEN_FRACTION = ("als.test_fraction", "encoder.test_fraction", "actions.heldout_fraction")
+_FRACTION = ("encoder.plot_weight", "rl.gamma", "rl.gae_lambda")
+_RANGES = {
+    **{k: (lambda v: v >= 1, "an integer >= 1") for k in _AT_LEAST_1},
+    **{k: (lambda v: v >= 0, ">= 0") for k in _AT_LEAST_0},
+    **{k: (lambda v: v > 0, "> 0") for k in _ABOVE_0},
+    **{k: (lambda v: 0 < v < 1, "a fraction strictly between 0 and 1") for k in _OPEN_FRACTION},
+    **{k: (lambda v: 0 <= v <= 1, "a value in [0, 1]") for k in _FRACTION},
+    "reference.label_smoothing": (lambda v: 0 <= v < 1, "a value in [0, 1)"),
+    "llm.top_p": (lambda v: 0 < v <= 1, "a value in (0, 1]"),
+    "env.synthetic_rho": (lambda v: 0 < v <= 1, "a correlation in (0, 1]"),
+    "llm.prompt_buckets": (lambda v: len(v) > 0 and all(b >= 1 for b in v),
+                           "a non-empty sequence of token lengths >= 1"),
+}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises a one-line EagleError naming the first key whose value is out of range, or a
+  workdir that is a file.
+
+  Keys a config does not define are skipped (a custom experiment may drop a section)."""
+  workdir = pathlib.Path(config.get("workdir") or ".")
+  if workdir.exists() and not workdir.is_dir():
+    raise EagleError(f"config key workdir={str(workdir)!r}: is a file, expected a run directory "
+                     "(or a path to create one at)")
+  for key, (ok, expected) in _RANGES.items():
+    node = config
+    for part in key.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        break
+      node = node[part]
+    else:
+      if not ok(node):
+        raise EagleError(f"config key {key}={node!r}: expected {expected}")
+  if "actions" in config and config.actions.num_generic + config.actions.num_personalised < 1:
+    raise EagleError("config keys actions.num_generic + actions.num_personalised: expected at "
+                     "least one candidate action per anchor")
 
 
 def apply_override(config: ml_collections.ConfigDict, override: str) -> None:

@@ -29,3 +29,13 @@ def test_missing_data_dir_is_one_line_error(tmp_path):
   assert "Traceback" not in out.stderr
   assert str(tmp_path / "nope") in out.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_out_of_range_value_is_one_line_error_before_any_work(tmp_path):
+  for args in (["train", "--config.rl.horizon=0"],
+               ["train", "--config", "experiments/demo.py:smok"],
+               ["design", "--config.checkpoint.every=0"]):
+    out = _run(*args, "--workdir", str(tmp_path / "run"))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: config"), args
+    assert not (tmp_path / "run").exists()

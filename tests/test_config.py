@@ -55,3 +55,42 @@ def test_steering_experiment_can_see_the_demos_effect(variant):
   assert describe.fingerprint(c, fields) == describe.fingerprint(demo, fields)
   assert c.data == demo.data and c.encoder == demo.encoder
   assert c.rl.batch_size % c.llm.batch_size == 0 or c.llm.batch_size % c.rl.batch_size == 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rl.batch_size=0", r"rl.batch_size=0: expected an integer >= 1"),
+    ("rl.batch_size=-4", r"rl.batch_size=-4: expected an integer >= 1"),
+    ("rl.horizon=0", r"rl.horizon=0: expected an integer >= 1"),
+    ("rl.iterations=0", r"rl.iterations=0: expected an integer >= 1"),
+    ("checkpoint.every=0", r"checkpoint.every=0: expected an integer >= 1"),
+    ("actions.heldout_fraction=1.0", "strictly between 0 and 1"),
+    ("rl.policy_lr=0.0", r"rl.policy_lr=0.0: expected > 0"),
+    ("rl.kl_alpha=-0.1", r"rl.kl_alpha=-0.1: expected >= 0"),
+    ("llm.top_p=0.0", r"llm.top_p=0.0: expected a value in \(0, 1\]"),
+    ("llm.prompt_buckets=()", "non-empty sequence"),
+])
+def test_out_of_range_values_are_refused_before_any_work(override, message):
+  with pytest.raises(EagleError, match=message):
+    load_config(DEMO, [override])
+
+
+def test_no_candidate_actions_is_refused():
+  with pytest.raises(EagleError, match="at least one candidate action"):
+    load_config(DEMO, ["actions.num_generic=0", "actions.num_personalised=0"])
+
+
+def test_every_shipped_config_is_in_range():
+  for spec in ("demo.py", "demo.py:smoke", "demo.py:qwen", "paper.py", "steering.py",
+               "steering.py:gpu", "sweep_reference.py"):
+    load_config("experiments/" + spec)
+
+
+def test_unknown_variant_is_one_line():
+  with pytest.raises(EagleError, match="get_config\\('smok'\\) failed: .*known: smoke"):
+    load_config(DEMO + ":smok")
+
+
+def test_workdir_that_is_a_file(tmp_path):
+  (tmp_path / "f").write_text("")
+  with pytest.raises(EagleError, match="is a file, expected a run directory"):
+    load_config(DEMO, [f"workdir={str(tmp_path / 'f')!r}"])
