@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import pathlib
 
 import ml_collections
@@ -136,3 +137,28 @@ def _parse_value(raw: str, old, key: str):
 def _unknown_key(key: str, node: ml_collections.ConfigDict) -> EagleError:
   known = ", ".join(sorted(node.keys()))
   return EagleError(f"unknown config key {key!r} (known here: {known})")
+
+
+# Keys a resumed run may change: how long it runs, how often it saves, how it is evaluated,
+# where the run folder is. Any other change would splice two different runs together.
+RESUMABLE = ("workdir", "rl.iterations", "checkpoint.", "eval.")
+
+
+def changed_keys(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+  """`key: saved -> now` for every config value that differs from `saved` (the JSON of the
+  config a checkpoint was written with), except the `RESUMABLE` keys."""
+  now = _flatten(json.loads(config.to_json()))
+  before = _flatten(saved)
+  return [f"{k}: {before.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
+          for k in sorted(set(now) | set(before))
+          if before.get(k) != now.get(k) and not k.startswith(RESUMABLE)]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out

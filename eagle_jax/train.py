@@ -19,6 +19,7 @@ import numpy as np
 import tqdm
 
 from eagle_jax import checkpoint, features, nets, rl, rollout
+from eagle_jax import config as config_lib
 from eagle_jax.errors import EagleError
 from eagle_jax.logging_utils import MetricsLogger, read_metrics
 
@@ -89,6 +90,11 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
     abstract = jax.eval_shape(lambda s: s, state)
     restored = ckpt.restore({"params": abstract.params, "opt_state": abstract.opt_state,
                              "rng": abstract.rng}, fallback=True)
+    changed = config_lib.changed_keys(restored.config, config)
+    if changed:
+      raise EagleError(f"--resume: {ckpt.directory / str(restored.step)} was written with "
+                       f"another config ({'; '.join(changed)}); resume with the same values "
+                       "or start a new --workdir")
     state = state.replace(params=restored.params, opt_state=restored.opt_state,
                           rng=restored.rng, step=jnp.asarray(restored.step, jnp.int32))
     start = restored.step

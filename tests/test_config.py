@@ -94,3 +94,15 @@ def test_workdir_that_is_a_file(tmp_path):
   (tmp_path / "f").write_text("")
   with pytest.raises(EagleError, match="is a file, expected a run directory"):
     load_config(DEMO, [f"workdir={str(tmp_path / 'f')!r}"])
+
+
+def test_changed_keys_name_what_a_resume_would_splice():
+  import json
+  from eagle_jax.config import changed_keys
+  saved = json.loads(load_config(DEMO).to_json())
+  same_run = load_config(DEMO, ["rl.iterations=40", "checkpoint.every=5", "eval.best_of_n=4",
+                                "workdir='elsewhere'"])
+  assert changed_keys(saved, same_run) == []
+  other = load_config(DEMO, ["rl.kl_alpha=0.5", "llm.prompt_buckets=(128, 256)"])
+  assert changed_keys(saved, other) == ["llm.prompt_buckets: [128, 256, 512] -> [128, 256]",
+                                        "rl.kl_alpha: 0.05 -> 0.5"]
