@@ -93,6 +93,8 @@ class EpisodeRunner:
     self.regenerate = regenerate
     self._utility = prepared.utility_fn()
     self.users = features.user_features(prepared, table)
+    # Throughput over every `step` so far: generated tokens and seconds (rewrite + E_D).
+    self.env_tokens, self.env_seconds = 0, 0.0
 
   def state_features(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.state_features(self.prepared, emb)
@@ -130,7 +132,10 @@ class EpisodeRunner:
     start = time.perf_counter()
     result, new_emb = self.env.transition(texts, actions, context, seed=seed, emb=emb,
                                           action_emb=action_emb, embed=self.prepared.embed_text)
-    return result, new_emb, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    self.env_tokens += result.tokens
+    self.env_seconds += seconds
+    return result, new_emb, seconds
 
   def run(self, anchors: np.ndarray, choose: Choose, seed: int) -> Episodes:
     anchors = np.asarray(anchors)

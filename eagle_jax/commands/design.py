@@ -54,6 +54,9 @@ def run(args) -> int:
   anchor_texts = [world.text(table.items[a]) for a in rows]
   edited = mask & np.array([[t != x0 for t in row] for row, x0 in zip(rewrites, anchor_texts)])
   steer["usable_rewrites"] = float(edited.sum() / mask.sum())
+  if steps.rerun:  # Rewrites made now (a reused cache says nothing about speed).
+    steer.update(env_tokens=runner.env_tokens, env_seconds=runner.env_seconds,
+                 env_tokens_per_s=runner.env_tokens / max(runner.env_seconds, 1e-9))
   if config.env.kind == "llm":
     steer.update(_paraphrase_stability(runner, rows, anchor_texts, z_next, edited,
                                        config.seed))
@@ -74,6 +77,9 @@ def run(args) -> int:
   print("  coverage of all candidates   log det   max leverage (median)")
   print(f"  G-optimal subset          {g['log_det']:9.3f}   {g['max_leverage']:9.2f}")
   print(f"  random subset             {r['log_det']:9.3f}   {r['max_leverage']:9.2f}")
+  if "env_tokens_per_s" in steer:
+    print(f"environment: {steer['env_tokens']} tokens generated in {steer['env_seconds']:.0f} s "
+          f"({steer['env_tokens_per_s']:.0f} tokens/s, rewrites and E_D together)")
   print(f"{steer['usable_rewrites']:.0%} of the one-step rewrites were usable (the rest were "
         "rejected as degenerate and kept x_0)")
   print(f"the rewrite's nearest action text is the one applied in "
