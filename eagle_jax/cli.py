@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from eagle_jax.errors import EagleError
@@ -82,6 +83,8 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
+  # transformers serves only tokenizers here: its "PyTorch was not found" advice is noise.
+  os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
   try:
     overrides, rest = split_overrides(argv)
     args = build_parser().parse_args(rest)
