@@ -34,8 +34,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
 
 
 def write_json(path, obj: Any) -> None:
+  """Strict JSON: a NaN or infinity (an undefined statistic) is written as null, which
+  every JSON reader accepts, not as the bare NaN only Python reads."""
+  plain = _finite(json.loads(json.dumps(obj, default=_json_default)))
   with atomic_path(path) as tmp:
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(plain, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+  if isinstance(obj, float):
+    return obj if np.isfinite(obj) else None
+  if isinstance(obj, dict):
+    return {k: _finite(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return [_finite(v) for v in obj]
+  return obj
 
 
 def read_json(path) -> Any:
