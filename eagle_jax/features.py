@@ -104,7 +104,8 @@ def steerability(predicted: np.ndarray, actual: np.ndarray, mask: np.ndarray) ->
     p, u = p[m], u[m]
     oracle.append(u.max() - u.mean())
     chosen.append(u[np.argmax(p)] - u.mean())
-    if p.std() > 0 and u.std() > 0:
+    if p.std() > 1e-6 and u.std() > 1e-6:  # Else undefined (every rewrite rejected: x_0 kept,
+      # its utility equal up to float32 rounding).
       corr.append(np.corrcoef(p, u)[0, 1])
   return {"oracle_gain": float(np.mean(oracle)), "predicted_gain": float(np.mean(chosen)),
           "correlation": float(np.mean(corr)) if corr else float("nan")}

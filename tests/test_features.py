@@ -103,6 +103,11 @@ def test_steerability_of_a_perfect_and_a_reversed_predictor():
   reversed_ = features.steerability(-actual, actual, mask)
   assert reversed_["predicted_gain"] == pytest.approx(((1 - 7 / 3) + (0 - 0.75)) / 2)
   assert reversed_["correlation"] == pytest.approx(-1.0)
+  # An anchor whose rewrites were all rejected: equal utilities up to float32 rounding.
+  rejected = np.float32(2.5) + np.float32([0, 2.4e-7, 0, -2.4e-7])
+  both = features.steerability(np.stack([actual[1], actual[1]]),
+                               np.stack([actual[1], rejected]), mask[[1, 1]])
+  assert both["correlation"] == pytest.approx(1.0)  # The rejected anchor does not count.
 
 
 def _movies(num_movies, anchors_per_movie, num_candidates, dim, rng):
