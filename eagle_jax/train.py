@@ -75,6 +75,10 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
   """Runs config.rl.iterations updates (continuing from the last checkpoint with resume);
   returns (policy params, value params, history)."""
   c = config.rl
+  shards = mesh.shape["data"]
+  if c.batch_size % shards:  # Else the first update would fail, after a whole rollout.
+    raise EagleError(f"config key rl.batch_size={c.batch_size}: not divisible by the {shards} "
+                     "devices of the mesh's data axis")
   workdir = pathlib.Path(config.workdir)
   scorer, value_net = networks(config, c.horizon)
   optimizer = rl.make_optimizer(c.policy_lr, c.value_lr, c.max_grad_norm)

@@ -116,6 +116,20 @@ def test_fresh_run_refuses_to_overwrite_checkpoints(world, reference_params, tmp
     _train(world, reference_params[0], tmp_path, 1, resume=False)
 
 
+def test_batch_not_divisible_by_the_devices_is_refused_before_any_rollout(world, tmp_path,
+                                                                         monkeypatch):
+  n = jax.device_count()
+  if n == 1:
+    pytest.skip("needs several devices (make test fakes 8)")
+  config, _, _, runner = world
+  monkeypatch.setattr(runner, "run",
+                      lambda *a, **k: pytest.fail("a rollout ran before the batch size was checked"))
+  from eagle_jax.errors import EagleError
+  with pytest.raises(EagleError, match=f"rl.batch_size={n + 1}: not divisible by the {n}"):
+    train.train(smoke_config(tmp_path, f"rl.batch_size={n + 1}"), runner, None,
+                distributed.make_mesh(), resume=False, progress=False)
+
+
 def test_evaluation_and_report(world, reference_params, tmp_path):
   config, w, table, runner = world
   ref_params = reference_params[0]
