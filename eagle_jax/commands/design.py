@@ -84,7 +84,9 @@ def run(args) -> int:
         "rejected as degenerate and kept x_0)")
   print(f"the rewrite's nearest action text is the one applied in "
         f"{steer['identification']:.0%} of rewrites (chance {steer['chance']:.0%})")
-  if "paraphrase_move" in steer:
+  if steer.get("paraphrases_usable") == 0:
+    print(f"E_D stability: not measured, none of the {len(rows)} paraphrases was usable")
+  elif "paraphrase_move" in steer:
     print(f"E_D stability: a paraphrase moves z by {steer['paraphrase_move']:.3f} (median of "
           f"{steer['paraphrases_usable']} usable of {len(rows)}), a real edit by "
           f"{steer['edit_move']:.3f} ({steer['edits_usable']} usable; ratio "
