@@ -39,3 +39,11 @@ def test_out_of_range_value_is_one_line_error_before_any_work(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: config"), args
     assert not (tmp_path / "run").exists()
+
+
+def test_generate_reads_its_defaults_from_the_config():
+  out = _run("generate", "--config", "nope.py", "--prompt", "hi")
+  assert out.returncode == 2 and out.stderr.startswith("error: config file nope.py not found")
+  out = _run("generate", "--prompt", "Name a movie.", "--config.llm.max_new_tokens=3")
+  assert out.returncode == 0, out.stderr
+  assert "[3 tokens, hit --max-new-tokens]" in out.stdout and "smollm2" in out.stdout

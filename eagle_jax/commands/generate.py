@@ -1,6 +1,10 @@
 """`python -m eagle_jax generate`: sample continuations from an LLM, offline.
 
-  python -m eagle_jax generate --model smollm2 --prompt "Describe a heist movie in one sentence."
+Flags left out take the config's environment LLM settings (`llm.model`, `llm.dtype`,
+`llm.temperature`, `llm.top_k`, `llm.top_p`, `llm.max_new_tokens`):
+
+  python -m eagle_jax generate --prompt "Describe a heist movie in one sentence."
+  python -m eagle_jax generate --config experiments/demo.py:qwen --prompt "..."
   python -m eagle_jax generate --model /path/model.gguf --prompt "..." --temperature 0.7
   python -m eagle_jax generate --model /path/hf_checkpoint_dir --prompt "..." --prompt "..."
 """
@@ -13,24 +17,34 @@ from eagle_jax.errors import EagleError
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--model", default="smollm2",
-                      help="smollm2, gemma3-270m, a local HF checkpoint dir or a .gguf file "
-                           "(default: %(default)s)")
+  from_config = "(default: the config's llm.%s)"
+  parser.add_argument("--model", help="smollm2, gemma3-270m, a local HF checkpoint dir or a "
+                      ".gguf file " + from_config % "model")
   parser.add_argument("--prompt", action="append", default=[],
                       help="a prompt; repeat the flag for a batch")
-  parser.add_argument("--max-new-tokens", type=int, default=64)
-  parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-  parser.add_argument("--top-k", type=int, default=0, help="0: off (default)")
-  parser.add_argument("--top-p", type=float, default=1.0, help="1.0: off (default)")
+  parser.add_argument("--max-new-tokens", type=int, help=from_config % "max_new_tokens")
+  parser.add_argument("--temperature", type=float, help="0: greedy " + from_config % "temperature")
+  parser.add_argument("--top-k", type=int, help="0: off " + from_config % "top_k")
+  parser.add_argument("--top-p", type=float, help="1.0: off " + from_config % "top_p")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16"), help=from_config % "dtype")
   parser.add_argument("--no-chat-template", action="store_true",
                       help="feed the prompts as raw text (base models have no template anyway)")
+
+
+def _with_config_defaults(args: argparse.Namespace) -> None:
+  """Fills the flags left out from the config's llm section (checked like any config)."""
+  from eagle_jax.commands import common
+  llm = common.config_from_args(args).llm
+  for flag in ("model", "max_new_tokens", "temperature", "top_k", "top_p", "dtype"):
+    if getattr(args, flag) is None:
+      setattr(args, flag, llm[flag])
 
 
 def run(args: argparse.Namespace) -> int:
   if not args.prompt:
     raise EagleError("generate needs at least one --prompt")
+  _with_config_defaults(args)
   if args.temperature < 0:
     raise EagleError(f"--temperature must be >= 0, got {args.temperature}")
   from eagle_jax.llm import sampler as sampler_lib  # Heavy imports only when the command runs.
