@@ -129,6 +129,10 @@ def prepare(config, verbose: bool = False) -> Prepared:
   _log(verbose, f"data: {catalogue.name}: {catalogue.num_movies} movies, {catalogue.num_users} "
        f"users, {len(catalogue.ratings.values)} ratings")
 
+  # Read before any fitting: a missing or malformed descriptions file fails in a second.
+  descriptions = load_descriptions(config.data.descriptions, catalogue, config.data.num_tags,
+                                   workdir)
+
   # Stage 1: the behavioural latent space.
   key = _stage_key(config, "als")
   if not artifacts.stage_done(workdir, "latent", key):
@@ -137,8 +141,6 @@ def prepare(config, verbose: bool = False) -> Prepared:
   latent_metrics = artifacts.read_json(workdir / "latent.json")
   _log(verbose, _format_latent(latent_metrics))
 
-  descriptions = load_descriptions(config.data.descriptions, catalogue, config.data.num_tags,
-                                   workdir)
   has_text = np.array([int(m) in descriptions.texts for m in catalogue.movie_ids])
   enough = catalogue.rating_counts() >= config.data.min_ratings_per_movie
   items = np.flatnonzero(enough & has_text)

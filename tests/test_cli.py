@@ -31,6 +31,14 @@ def test_missing_data_dir_is_one_line_error(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_missing_descriptions_file_fails_before_the_latent_space_is_fit(tmp_path):
+  out = _run("prepare", "--config", "experiments/demo.py:smoke", "--workdir",
+             str(tmp_path / "run"), "--descriptions", str(tmp_path / "nope.csv"))
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  assert "nope.csv: not found" in out.stderr
+  assert not (tmp_path / "run" / "latent.npz").exists()
+
+
 def test_out_of_range_value_is_one_line_error_before_any_work(tmp_path):
   for args in (["train", "--config.rl.horizon=0"],
                ["train", "--config", "experiments/demo.py:smok"],
