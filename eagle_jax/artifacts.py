@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 from typing import Any, Iterator
 
@@ -31,6 +32,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     os.replace(tmp, path)
   finally:
     tmp.unlink(missing_ok=True)
+
+
+def replace_dir(staging: str | os.PathLike, path: str | os.PathLike) -> None:
+  """Moves the finished directory `staging` onto `path`, replacing what was there (two
+  renames: a crash between them leaves `path` absent, never a mix of old and new)."""
+  staging, path = pathlib.Path(staging), pathlib.Path(path)
+  old = path.with_name(f".{path.name}.old")
+  shutil.rmtree(old, ignore_errors=True)
+  if path.exists():
+    os.replace(path, old)
+  os.replace(staging, path)
+  shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path, obj: Any) -> None:

@@ -18,17 +18,18 @@ directory, or falls back to the previous step when asked.
 
 from __future__ import annotations
 
-import logging
+import os
 import pathlib
+import shutil
+import tempfile
 from typing import Any, Mapping, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from eagle_jax import distributed
 from eagle_jax.errors import EagleError
-
-logger = logging.getLogger(__name__)
 
 _ARRAY_ITEMS = ("params", "opt_state", "rng")
 _JSON_ITEMS = ("meta", "config")
@@ -43,6 +44,7 @@ class Restored(NamedTuple):
   rng: jax.Array | None
   config: dict
   extra: dict
+  skipped: tuple[str, ...] = ()  # why each newer unreadable step was passed over (fallback)
 
 
 def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
@@ -60,7 +62,7 @@ def _abstract_key_data(abstract_key: Any) -> jax.ShapeDtypeStruct:
 
 def _replicated_structs(metadata: Any) -> Any:
   """Abstract arrays from Orbax array metadata, replicated over every device."""
-  replicated = NamedSharding(jax.sharding.Mesh(jax.devices(), ("all",)), P())
+  replicated = NamedSharding(distributed.make_mesh(), P())
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
                       metadata)
 
@@ -107,7 +109,8 @@ class Checkpointer:
     `jax.ShapeDtypeStruct`, e.g. from `jax.eval_shape`) and "rng" (an abstract typed key).
 
     A step that cannot be read raises an EagleError naming its directory; with
-    `fallback=True` it is logged and the next older step is tried instead.
+    `fallback=True` the next older step is tried instead, and the result's `skipped` says
+    why each newer one was passed over.
     """
     unknown = set(abstract_state) - set(_ARRAY_ITEMS)
     if unknown:
@@ -122,9 +125,10 @@ class Checkpointer:
     elif step not in steps:
       raise EagleError(f"checkpoint step {step} not in {self.directory} "
                        f"(available: {sorted(steps)})")
+    skipped = []
     for candidate in (s for s in steps if s <= step):
       try:
-        return self._restore_step(abstract_state, candidate)
+        return self._restore_step(abstract_state, candidate)._replace(skipped=tuple(skipped))
       except Exception as e:  # Orbax/tensorstore/json raise many types for a damaged step.
         error = EagleError(
             f"checkpoint {self.directory / str(candidate)} cannot be restored "
@@ -132,7 +136,7 @@ class Checkpointer:
             f"{_first_line(e)}")
         if not fallback:
           raise error from e
-        logger.warning("%s; falling back to the previous step", error)
+        skipped.append(str(error))
     raise EagleError(f"no readable checkpoint in {self.directory} at or before step {step}")
 
   def _restore_step(self, abstract_state: Mapping[str, Any], step: int) -> Restored:
@@ -151,6 +155,17 @@ class Checkpointer:
     return Restored(step=meta["step"], params=restored.get("params"),
                     opt_state=restored.get("opt_state"), rng=rng,
                     config=restored["config"], extra=meta["extra"])
+
+  def set_aside(self, step: int, folder) -> pathlib.Path:
+    """Moves step `step` out of the manager's directory into `folder` (kept for a post
+    mortem; a later save of the same step must not meet it)."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / str(step)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(self.directory / str(step), target)
+    self._manager.reload()
+    return target
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -177,13 +192,34 @@ class Checkpointer:
     self.close()
 
 
+def restore_params(directory, abstract_params: Any | None = None) -> Any:
+  """The params of the latest step of a checkpoint directory, or of an `export_params`
+  directory, in the shapes of `abstract_params` (None: the saved shapes, replicated)."""
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    raise EagleError(f"checkpoint {directory} not found")
+  if not any(p.name.isdigit() for p in directory.iterdir()):  # An export.
+    return load_exported(directory, abstract_params)
+  with Checkpointer(directory) as ckpt:
+    step = ckpt.latest_step()
+    if abstract_params is None:
+      abstract_params = ckpt.abstract_params(step)
+    return ckpt.restore({"params": abstract_params}, step).params
+
+
 def export_params(checkpoint_dir, step: int | None, out_dir) -> pathlib.Path:
   """Writes the params of a training checkpoint (default: latest step) as a small
   params-only Orbax checkpoint for inference; returns its directory."""
+  out_dir = pathlib.Path(out_dir).absolute()
+  try:  # Checked first: Orbax retries an unwritable target for minutes before it fails.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tempfile.TemporaryFile(dir=out_dir.parent).close()
+  except OSError as e:
+    raise EagleError(f"export directory {out_dir}: cannot write in {out_dir.parent} "
+                     f"({e.strerror})") from e
   checkpoint_dir = pathlib.Path(checkpoint_dir).absolute()
   if not checkpoint_dir.is_dir():
     raise EagleError(f"checkpoint directory {checkpoint_dir} not found")
-  out_dir = pathlib.Path(out_dir).absolute()
   with Checkpointer(checkpoint_dir) as checkpointer:
     if step is None:
       step = checkpointer.latest_step()

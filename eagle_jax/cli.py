@@ -11,33 +11,8 @@ import importlib
 import os
 import sys
 
+from eagle_jax.commands import COMMANDS
 from eagle_jax.errors import EagleError
-
-# name -> (module:function, one-line help). Each function takes the parsed argparse namespace.
-COMMANDS = {
-    "describe": ("eagle_jax.commands.describe:run",
-                 "the LLM writes each movie's plot after its MovieLens fields (one text format)"),
-    "prepare": ("eagle_jax.commands.prepare:run",
-                "load MovieLens, fit the ALS latent space, train the text encoder E_D"),
-    "actions": ("eagle_jax.commands.actions:run",
-                "choose (movie, user) anchors and make their candidate edit actions"),
-    "design": ("eagle_jax.commands.design:run",
-               "one-step rollouts of every candidate + G-optimal design over next states"),
-    "train-reference": ("eagle_jax.commands.train_reference:run",
-                        "SFT of the reference policy (uniform | optimistic | G-optimal)"),
-    "train": ("eagle_jax.commands.train:run",
-              "EAGLE policy gradient in the real environment, then held-out evaluation"),
-    "check-signal": ("eagle_jax.commands.check_signal:run",
-                     "the learner on a synthetic environment with planted signal: rho x updates"),
-    "export": ("eagle_jax.commands.export:run", "write the trained params for inference"),
-    "steer": ("eagle_jax.commands.steer:run",
-              "edit a movie for a user with a trained policy, step by step"),
-    "sweep": ("eagle_jax.commands.sweep:run",
-              "run every point of a hyper-parameter grid (get_sweep() in the config file)"),
-    "generate": ("eagle_jax.commands.generate:run",
-                 "sample text from an LLM (smollm2, gemma3-270m, HF dir or .gguf)"),
-}
-
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", default="experiments/demo.py",
@@ -94,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     return func(args) or 0
   except EagleError as e:
     print(f"error: {e}", file=sys.stderr)
+    return 2
+  except Exception:
+    from eagle_jax.distributed import unusable_platform
+    reason = unusable_platform()  # JAX's own answer to a bad backend is a deep traceback.
+    if reason is None:
+      raise
+    print(f"error: {reason}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("interrupted: finished artefacts are kept; re-run to continue", file=sys.stderr)

@@ -54,8 +54,9 @@ _AT_LEAST_0 = (
     "seed", "data.num_tags", "actions.num_generic", "actions.num_personalised",
     "design.num_anchors", "encoder.head_hidden", "als.reg", "als.alpha",
     "encoder.head_weight_decay", "encoder.head_hidden_weight_decay", "utility.lam",
-    "utility.cap", "llm.temperature", "llm.top_k", "reference.weight_decay", "rl.kl_alpha",
-    "rl.entropy_coef", "rl.value_coef")
+    "utility.cap", "llm.temperature", "llm.top_k", "reference.weight_decay", "rl.kl_coef",
+    "rl.entropy_coef", "rl.value_coef", "profiles.num_liked", "profiles.num_disliked",
+    "profiles.num_genres", "profiles.num_disliked_genres", "profiles.num_tags")
 _ABOVE_0 = ("encoder.head_lr", "reference.lr", "rl.policy_lr", "rl.value_lr", "design.eps",
             "design.rejection_c", "rl.max_grad_norm")
 _OPEN_FRACTION = ("als.test_fraction", "encoder.test_fraction", "actions.heldout_fraction")
@@ -92,6 +93,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     else:
       if not ok(node):
         raise EagleError(f"config key {key}={node!r}: expected {expected}")
+  if "profiles" in config and config.profiles.dislike_threshold >= config.profiles.like_threshold:
+    raise EagleError("config keys profiles.dislike_threshold < profiles.like_threshold: "
+                     f"expected, got {config.profiles.dislike_threshold} >= "
+                     f"{config.profiles.like_threshold}")
   if "actions" in config and config.actions.num_generic + config.actions.num_personalised < 1:
     raise EagleError("config keys actions.num_generic + actions.num_personalised: expected at "
                      "least one candidate action per anchor")
@@ -147,11 +152,20 @@ RESUMABLE = ("workdir", "rl.iterations", "checkpoint.", "eval.")
 def changed_keys(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
   """`key: saved -> now` for every config value that differs from `saved` (the JSON of the
   config a checkpoint was written with), except the `RESUMABLE` keys."""
-  now = _flatten(json.loads(config.to_json()))
-  before = _flatten(saved)
+  now, before = flat_config(config), _flatten(saved)
+  keep = lambda flat: {k: v for k, v in flat.items() if not k.startswith(RESUMABLE)}
+  return diff(keep(before), keep(now))
+
+
+def diff(before: dict, now: dict) -> list[str]:
+  """`key: before -> now` for every key whose value differs."""
   return [f"{k}: {before.get(k, '(absent)')!r} -> {now.get(k, '(absent)')!r}"
-          for k in sorted(set(now) | set(before))
-          if before.get(k) != now.get(k) and not k.startswith(RESUMABLE)]
+          for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+
+
+def flat_config(config: ml_collections.ConfigDict) -> dict:
+  """{"section.key": value} in JSON types (tuples become lists, as a saved config has them)."""
+  return _flatten(json.loads(config.to_json()))
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

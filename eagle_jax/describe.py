@@ -26,13 +26,13 @@ from typing import Callable, Sequence
 
 import tqdm
 
-from eagle_jax import artifacts, env
+from eagle_jax import artifacts, env, run_folder
 from eagle_jax.data import descriptions as descriptions_lib
 from eagle_jax.data.movielens import Catalogue
 from eagle_jax.errors import EagleError
 
-DESCRIPTIONS_CSV = descriptions_lib.DESCRIBED_CSV
-_PARTIAL = "describe.partial.jsonl"
+DESCRIPTIONS_CSV = run_folder.DESCRIPTIONS_CSV
+_PARTIAL = run_folder.DESCRIPTIONS_PARTIAL
 _SHIPPED_DIR = pathlib.Path(__file__).parent / "data" / "embedded"
 _MAX_CHARS = 600
 
@@ -77,13 +77,13 @@ def describe(config, fields: dict[int, str], generate: Generate | None, workdir,
   key = fingerprint(config, fields)
   out = workdir / DESCRIPTIONS_CSV
   if not regenerate and artifacts.stage_done(workdir, "descriptions", key):
-    return artifacts.read_json(workdir / "descriptions.json")
+    return artifacts.read_json(workdir / run_folder.DESCRIPTIONS_MANIFEST)
   shipped = shipped_path(key)
   if not regenerate and shipped.exists():
     with artifacts.atomic_path(out) as tmp, gzip.open(shipped, "rb") as src:
       tmp.write_bytes(src.read())
     meta = {"fingerprint": key, "source": f"shipped {shipped.name}", "movies": len(fields)}
-    artifacts.write_json(workdir / "descriptions.json", meta)
+    artifacts.write_json(workdir / run_folder.DESCRIPTIONS_MANIFEST, meta)
     return meta
   if generate is None:
     raise EagleError(f"{out}: no descriptions for this config yet; generating them needs "
@@ -101,7 +101,7 @@ def describe(config, fields: dict[int, str], generate: Generate | None, workdir,
           "degenerate_by_reason": {r: reasons.count(r) for r in sorted(set(reasons))},
           "tokens": sum(p["tokens"] for p in plots.values()),
           "seconds": round(sum(p["seconds"] for p in plots.values()), 1)}
-  artifacts.write_json(workdir / "descriptions.json", meta)
+  artifacts.write_json(workdir / run_folder.DESCRIPTIONS_MANIFEST, meta)
   (workdir / _PARTIAL).unlink(missing_ok=True)
   return meta
 

@@ -26,6 +26,21 @@ _NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
 _PROCESS_ID_ENV = "JAX_PROCESS_ID"
 
 
+def unusable_platform() -> str | None:
+  """Why JAX_PLATFORMS names a backend this machine cannot start (JAX answers with an
+  AssertionError or a long traceback), or None when it can or the variable is unset."""
+  wanted = os.environ.get("JAX_PLATFORMS")
+  if not wanted:
+    return None
+  try:
+    jax.devices()
+  except Exception as e:  # noqa: BLE001 - any failure to start is the answer.
+    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return (f"environment variable JAX_PLATFORMS={wanted!r}: this machine cannot start that "
+            f"backend ({detail}); unset it to use what is available")
+  return None
+
+
 def _env_flag(name: str) -> bool | None:
   value = os.environ.get(name)
   if value is None or value == "":
@@ -74,13 +89,14 @@ def initialize(enabled: bool | None = None) -> bool:
   return True
 
 
-def make_mesh(num_devices: int | None = None) -> Mesh:
-  """A 1-D mesh with a `data` axis over the first `num_devices` devices (default: all).
+def make_mesh(num_devices: int | None = None, devices=None) -> Mesh:
+  """A 1-D mesh with a `data` axis over the first `num_devices` of `devices` (default: all
+  of them; `devices` default: every device of every process). The one mesh builder.
 
   Auto axis types: the compiler propagates shardings (Explicit meshes reject some
   contractions over a sharded batch).
   """
-  devices = jax.devices()
+  devices = list(devices or jax.devices())
   n = len(devices) if num_devices is None else num_devices
   if not 1 <= n <= len(devices):
     raise EagleError(f"mesh of {n} devices requested, but {len(devices)} are available")

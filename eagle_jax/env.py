@@ -2,7 +2,8 @@
 
 x_{t+1} = LLM(prompt(x_t, a_t[, user profile])), then cleaned. Small models wrap answers in
 prefaces ("Here is a re-written version...:"), quotes, markdown and trailing notes, or
-return nothing useful; `clean_output` strips the wrapping and flags degenerate outputs.
+return nothing useful; `clean_output` strips the wrapping (`cleaning.strip_markup`, then what
+only a rewrite has) and flags degenerate outputs.
 A degenerate rewrite falls back to the input text, so the episode continues, and its reason
 is returned so runs can count them.
 
@@ -22,6 +23,7 @@ from typing import Sequence
 from eagle_jax.data import descriptions
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import prompting
+from eagle_jax.llm.cleaning import strip_markup
 
 DEFAULT_PROMPT_TEMPLATE = (
     "Here is a movie description: {entity}\n{context}Rewrite the description following this "
@@ -48,7 +50,7 @@ MOVIE_EXAMPLES = (
 
 ANSWER_PREFIX = "Rewritten:"
 ECHO_SIMILARITY = 0.9  # Word-sequence similarity above which a rewrite is an echo.
-MIN_WORDS = 3  # Fewer words than this is an empty rewrite.
+MIN_REWRITE_WORDS = 3  # Fewer words than this is an empty rewrite.
 
 _PREFACES = tuple(re.compile(p, re.IGNORECASE) for p in (
     # "Sure! ...", "Certainly. ...", "Of course, here is ...:"
@@ -58,8 +60,6 @@ _PREFACES = tuple(re.compile(p, re.IGNORECASE) for p in (
     # "Rewritten:", "New description:", "Revised movie description:"
     r"^(?:(?:new|rewritten|re-written|revised|updated|modified)\s+)?(?:movie\s+)?"
     r"(?:description|version|synopsis|rewrite|rewritten|re-written)\s*:\s*",
-    # Any short first line ending in a colon that talks about the rewrite itself.
-    r"^[^\n]{0,120}(?:rewrit|re-writ|revis|version|description)[^\n]{0,120}:[ \t]*\n\s*",
 ))
 _NOTE = re.compile(
     r"^\(?(?:note\b|this (?:re-?written|revised|new|updated|modified) (?:description|version)"
@@ -98,14 +98,14 @@ def clean_output(text: str, original: str, max_chars: int, *, finished: bool = T
                  markers: Sequence[str] = ()) -> tuple[str, str | None]:
   """Extracts the rewrite from a raw LLM answer; returns (text, None or degeneracy reason).
 
-  Reasons: "empty" (fewer than MIN_WORDS words), "truncated" (cut by max_new_tokens before
-  any sentence ended), "echo" (near-copy of `original`), "prompt_leak" (contains one of the
-  `instruction_markers`: E_D would score the prompt's words, not a description),
+  Reasons: "empty" (fewer than MIN_REWRITE_WORDS words), "truncated" (cut by max_new_tokens
+  before any sentence ended), "echo" (near-copy of `original`), "prompt_leak" (contains one of
+  the `instruction_markers`: E_D would score the prompt's words, not a description),
   "too_long" (over max_chars).
   `finished` is False when generation ran into max_new_tokens: the trailing fragment is
   then cut at the last sentence end (it is cut anyway when it has no end punctuation).
   """
-  text = _strip_markdown(text.strip())
+  text = _strip_list_marks(strip_markup(text).strip())
   changed = True
   while changed:  # Prefaces stack: "Sure! Here is the new description:\n\n..."
     changed = False
@@ -121,7 +121,7 @@ def clean_output(text: str, original: str, max_chars: int, *, finished: bool = T
     text = text[:ends[-1].end()]
   elif not finished:
     return text, "truncated" if _words(text) else "empty"
-  if len(_words(text)) < MIN_WORDS:
+  if len(_words(text)) < MIN_REWRITE_WORDS:
     return text, "empty"
   if _similarity(text, original) >= ECHO_SIMILARITY:
     return text, "echo"
@@ -133,10 +133,9 @@ def clean_output(text: str, original: str, max_chars: int, *, finished: bool = T
   return text, None
 
 
-def _strip_markdown(text: str) -> str:
-  text = re.sub(r"(\*\*|__|`)", "", text)
-  text = re.sub(r"^\s*(?:#+|[-*•]|>)\s+", "", text, flags=re.MULTILINE)
-  return re.sub(r"(?<!\w)\*(\S[^*\n]*?)\*(?!\w)", r"\1", text)  # *emphasis*
+def _strip_list_marks(text: str) -> str:
+  """Drops bullets and blockquote marks at line starts: a rewrite is prose, not a list."""
+  return re.sub(r"^\s*(?:[-*•]|>)\s+", "", text, flags=re.MULTILINE)
 
 
 def _first_paragraph(text: str) -> str:

@@ -133,9 +133,9 @@ def compare_policies(runner: rollout.EpisodeRunner, scorer, policy_params, ref_p
   anchors = np.repeat(np.asarray(anchors), episodes_per_pair)
   env_seed = 10_000 + seed  # Disjoint from the training seeds.
   runs = {
-      "eagle": rollout.scorer_policy(scorer, policy_params, runner, greedy=True),
-      "reference": rollout.scorer_policy(scorer, ref_params, runner, greedy=True),
-      "random": rollout.random_policy(runner, seed),
+      "eagle": rollout.scorer_policy(scorer, policy_params, greedy=True),
+      "reference": rollout.scorer_policy(scorer, ref_params, greedy=True),
+      "random": rollout.random_policy(seed),
   }
   if predicted_baseline:  # What the features alone earn: the policy's natural target.
     runs["predicted_best"] = rollout.predicted_gain_policy()
@@ -147,7 +147,7 @@ def compare_policies(runner: rollout.EpisodeRunner, scorer, policy_params, ref_p
     results[name], episodes[name], terminal[name] = _summary(ep), ep, ep.utility[:, -1]
     _report(name, results[name], degenerate_warning(name, ep), warnings, verbose)
   if best_of_n > 1:
-    tries = [runner.run(anchors, rollout.random_policy(runner, seed + 1 + i), seed=env_seed + 1 + i)
+    tries = [runner.run(anchors, rollout.random_policy(seed + 1 + i), seed=env_seed + 1 + i)
              for i in range(best_of_n)]
     name = f"best_of_{best_of_n}"
     terminal[name] = np.max(np.stack([t.utility[:, -1] for t in tries]), axis=0)

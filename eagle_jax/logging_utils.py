@@ -7,7 +7,7 @@ import pathlib
 
 import jax
 
-from eagle_jax import artifacts
+from eagle_jax import artifacts, run_folder
 
 
 class MetricsLogger:
@@ -16,7 +16,7 @@ class MetricsLogger:
   def __init__(self, workdir, *, enabled: bool | None = None, truncate_after: int | None = None):
     """truncate_after: drop logged steps beyond it (a resumed run replays them)."""
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.path = pathlib.Path(workdir) / "metrics.jsonl"
+    self.path = pathlib.Path(workdir) / run_folder.METRICS
     self._writer = None
     if self.enabled:
       if truncate_after is not None:
@@ -24,7 +24,7 @@ class MetricsLogger:
         artifacts.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
       from tensorboardX import SummaryWriter
       self.path.parent.mkdir(parents=True, exist_ok=True)
-      self._writer = SummaryWriter(str(pathlib.Path(workdir) / "tb"))
+      self._writer = SummaryWriter(str(pathlib.Path(workdir) / run_folder.TENSORBOARD))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
@@ -42,7 +42,7 @@ class MetricsLogger:
 
 
 def read_metrics(workdir) -> list[dict]:
-  path = pathlib.Path(workdir) / "metrics.jsonl"
+  path = pathlib.Path(workdir) / run_folder.METRICS
   if not path.is_file():
     return []
   rows = []

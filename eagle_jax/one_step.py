@@ -18,12 +18,8 @@ import pathlib
 import numpy as np
 import tqdm
 
-from eagle_jax import artifacts
+from eagle_jax import artifacts, run_folder
 from eagle_jax.errors import EagleError
-
-# The prepared stages a rollout reads (see `prepared.prepare`): ALS factors for the
-# utility's catalogue and users, the text embeddings and E_D's head for the rewrites' z.
-WORLD_STAGES = ("latent", "text", "ed_head")
 # llm settings that change how fast rewrites come, not what they are. Of the prompt
 # buckets only the largest matters (longer prompts are truncated to it): it is kept apart.
 _LLM_THROUGHPUT = ("batch_size", "prompt_buckets")
@@ -40,14 +36,17 @@ class OneStep:
   rerun: int                # anchors rolled out now (no file, or a stale one)
 
 
-def world_fingerprints(workdir) -> dict[str, str]:
-  """The prepared world's identity: the fingerprints of its stage manifests."""
+def world_fingerprints(config) -> dict[str, str]:
+  """The prepared world's identity: the fingerprints of its stage manifests (ALS factors for
+  the utility's catalogue and users, the text embeddings and E_D's head for the rewrites' z)."""
+  folder = run_folder.RunFolder(config)
   out = {}
-  for name in WORLD_STAGES:
-    manifest = pathlib.Path(workdir) / f"{name}.json"
-    if not manifest.is_file():
-      raise EagleError(f"{manifest} not found: run `python -m eagle_jax prepare` first")
-    out[name] = artifacts.read_json(manifest)["fingerprint"]
+  for name in run_folder.WORLD:
+    manifest = folder.recorded(name)
+    if manifest is None:
+      raise EagleError(f"{folder.manifest(name)} not found: run `python -m eagle_jax prepare` "
+                       "first")
+    out[name] = manifest["fingerprint"]
   return out
 
 
@@ -77,7 +76,7 @@ def one_step_rollouts(runner, config, rows: np.ndarray, anchors_per_call: int) -
   """Rollouts of the given anchors (rows of runner.table), reused or recomputed per anchor.
 
   Args:
-    runner: has `.table` (a CandidateTable) and `one_step_all(rows, seed)` returning
+    runner: has `.table` (a AnchorTable) and `one_step_all(rows, seed)` returning
       (z [A, K, d], utility [A, K], texts [A][K]), e.g. `rollout.EpisodeRunner`.
     config: the run config; config.workdir holds the prepared world and the cache.
     rows: [A] anchors to return, in this order.
@@ -85,8 +84,8 @@ def one_step_rollouts(runner, config, rows: np.ndarray, anchors_per_call: int) -
       each call, so an interruption loses at most one call).
   """
   table = runner.table
-  folder = pathlib.Path(config.workdir) / "one_step"
-  world = world_fingerprints(config.workdir)
+  folder = run_folder.RunFolder(config) / run_folder.ONE_STEP
+  world = world_fingerprints(config)
   shared = config_fingerprint(config, world)
   names = {i: f"{int(i)}_{int(table.user_ids[i])}" for i in rows}
   keys = {i: anchor_fingerprint(shared, table, i, config.env.personalise) for i in rows}

@@ -1,7 +1,8 @@
 """The prepared EAGLE world: catalogue, latent space Z, encoder E_D and utility, from a run dir.
 
-`prepare(config)` builds it stage by stage (reusing finished stages); every later stage of
-the loop (actions, design, reference, train, steer) starts from `load(config)`.
+`prepare(config)` builds it stage by stage, reusing each stage while its fingerprint matches
+the config (`run_folder`); every later stage of the loop starts from `load(config)`, which
+builds nothing and refuses a missing or stale world in one line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eagle_jax import artifacts
+from eagle_jax import artifacts, run_folder
 from eagle_jax.data.descriptions import Descriptions, load_descriptions, split_plot
 from eagle_jax.data.movielens import Catalogue, load_catalogue
 from eagle_jax.errors import EagleError
@@ -74,16 +75,16 @@ class Prepared:
     return int(found[0])
 
   def utility_fn(self):
-    """U(z; u, anchor) as a jitted, vmappable function of (z [d], user_z [d], anchor item)."""
+    """U(z; u, anchor) as a jitted function of batches (z [B, d], user_z [B, d], anchor
+    items [B]), with the config's utility settings and this world's catalogue."""
     cfg = self.config.utility
     catalogue_z = jnp.asarray(self.item_z)
     exclude = cfg.exclude_anchor
 
     @jax.jit
     def fn(z, user_z, anchor):
-      return jax.vmap(lambda z_, u_, a_: utility.utility(
-          z_, u_, catalogue_z, lam=cfg.lam, k=cfg.k, cap=cfg.cap,
-          exclude_index=jnp.where(exclude, a_, -1)))(z, user_z, anchor)
+      return utility.batched_utility(z, user_z, catalogue_z, lam=cfg.lam, k=cfg.k, cap=cfg.cap,
+                                     exclude_index=jnp.where(exclude, anchor, -1))
     return fn
 
 
@@ -112,19 +113,18 @@ def embed_descriptions(encoder, texts: list[str], config, progress: bool = False
   return emb
 
 
-def _stage_key(config, *sections) -> str:
-  return artifacts.fingerprint(config.data.to_dict(), [config[s].to_dict() for s in sections],
-                               config.seed)
-
-
 def _log(verbose, msg):
   if verbose:
     print(msg, flush=True)
 
 
-def prepare(config, verbose: bool = False) -> Prepared:
-  """Runs (or reuses) the latent-space and encoder stages and returns the prepared world."""
-  workdir = pathlib.Path(config.workdir)
+def prepare(config, verbose: bool = False, build: bool = True) -> Prepared:
+  """Runs (or reuses) the latent-space and encoder stages and returns the prepared world;
+  with build=False a stage that is not current is an error instead."""
+  folder = run_folder.RunFolder(config)
+  workdir = folder.root
+  if not build:  # A misspelt --workdir fails before the catalogue is read.
+    folder.require("latent")
   catalogue = load_catalogue(config.data.source)
   _log(verbose, f"data: {catalogue.name}: {catalogue.num_movies} movies, {catalogue.num_users} "
        f"users, {len(catalogue.ratings.values)} ratings")
@@ -133,12 +133,18 @@ def prepare(config, verbose: bool = False) -> Prepared:
   descriptions = load_descriptions(config.data.descriptions, catalogue, config.data.num_tags,
                                    workdir)
 
+  def current(stage, content=None):
+    if folder.is_current(stage, content):
+      return True
+    if not build:
+      folder.require(stage, content)
+    return False
+
   # Stage 1: the behavioural latent space.
-  key = _stage_key(config, "als")
-  if not artifacts.stage_done(workdir, "latent", key):
-    _fit_latent(config, catalogue, workdir, key, verbose)
-  latent = artifacts.read_npz(workdir / "latent.npz")
-  latent_metrics = artifacts.read_json(workdir / "latent.json")
+  if not current("latent"):
+    _fit_latent(config, catalogue, folder, verbose)
+  latent = artifacts.read_npz(folder.data("latent"))
+  latent_metrics = folder.recorded("latent")
   _log(verbose, _format_latent(latent_metrics))
 
   has_text = np.array([int(m) in descriptions.texts for m in catalogue.movie_ids])
@@ -153,25 +159,24 @@ def prepare(config, verbose: bool = False) -> Prepared:
   item_rows = np.searchsorted(latent["movie_ids"], catalogue.movie_ids[items])
   item_z = latent["item_factors"][item_rows]
 
-  # Stage 2: frozen text embeddings of the descriptions.
+  # Stage 2: frozen text embeddings of the descriptions (their text is part of the key).
   texts = [descriptions.texts[int(catalogue.movie_ids[i])] for i in items]
   text_key = artifacts.fingerprint(texts)
-  key = _stage_key(config, "encoder") + f"-{text_key}"
-  if not artifacts.stage_done(workdir, "text", key):
+  if not current("text", text_key):
     from eagle_jax.latent.text_encoder import TextEncoder
     encoder = TextEncoder.load(config.encoder.model, max_length=config.encoder.max_length)
     emb = embed_descriptions(encoder, texts, config, progress=verbose)
-    artifacts.write_npz(workdir / "text.npz", movie_ids=catalogue.movie_ids[items], embeddings=emb)
-    artifacts.write_json(workdir / "text.json", {"fingerprint": key, "num_texts": len(texts),
-                                                 "missing_text": len(descriptions.missing)})
-  text = artifacts.read_npz(workdir / "text.npz")
+    artifacts.write_npz(folder.data("text"), movie_ids=catalogue.movie_ids[items],
+                        embeddings=emb)
+    folder.write_manifest("text", {"num_texts": len(texts),
+                                   "missing_text": len(descriptions.missing)}, text_key)
+  text = artifacts.read_npz(folder.data("text"))
 
   # Stage 3: E_D's regression head, evaluated on movies it never saw.
-  key = _stage_key(config, "als", "encoder") + f"-{text_key}"
-  if not artifacts.stage_done(workdir, "ed_head", key):
-    _fit_head(config, text["embeddings"], item_z, latent, workdir, key, verbose)
-  head_params = regression_head.load_head(workdir / "ed_head.npz")
-  head_metrics = artifacts.read_json(workdir / "ed_head.json")
+  if not current("ed_head"):
+    _fit_head(config, text["embeddings"], item_z, latent, folder, verbose)
+  head_params = regression_head.load_head(folder.data("ed_head"))
+  head_metrics = folder.recorded("ed_head")
   _log(verbose, _format_head(head_metrics))
 
   return Prepared(config=config, workdir=workdir, catalogue=catalogue, descriptions=descriptions,
@@ -180,10 +185,12 @@ def prepare(config, verbose: bool = False) -> Prepared:
                   metrics={"latent": latent_metrics, "ed_head": head_metrics})
 
 
-load = prepare  # Loading is preparing with every stage already done.
+def load(config) -> Prepared:
+  """The prepared world of a finished, current `prepare`."""
+  return prepare(config, build=False)
 
 
-def _fit_latent(config, catalogue, workdir, key, verbose):
+def _fit_latent(config, catalogue, folder, verbose):
   r = catalogue.ratings
   user_ids, user_idx = np.unique(r.user_ids, return_inverse=True)
   movie_ids = catalogue.movie_ids
@@ -198,12 +205,12 @@ def _fit_latent(config, catalogue, workdir, key, verbose):
   # The artefact is refit on every rating: the split only measures generalisation.
   model = als.fit_als(user_idx, item_idx, r.values, len(user_ids), len(movie_ids),
                       progress=verbose, **hyper)
-  artifacts.write_npz(workdir / "latent.npz", user_ids=user_ids, movie_ids=movie_ids,
+  artifacts.write_npz(folder.data("latent"), user_ids=user_ids, movie_ids=movie_ids,
                       user_factors=model.user_factors, item_factors=model.item_factors)
-  artifacts.write_json(workdir / "latent.json", {"fingerprint": key, **metrics, **hyper})
+  folder.write_manifest("latent", {**metrics, **hyper})
 
 
-def _fit_head(config, emb, item_z, latent, workdir, key, verbose):
+def _fit_head(config, emb, item_z, latent, folder, verbose):
   c = config.encoder
   rng = np.random.default_rng(config.seed)
   order = rng.permutation(len(emb))
@@ -220,8 +227,8 @@ def _fit_head(config, emb, item_z, latent, workdir, key, verbose):
   metrics.update(num_train_movies=int(train.size), num_test_movies=int(test.size))
   # The artefact head is refit on every modelled movie; the metrics above are held-out.
   params, _ = regression_head.fit_head(emb, item_z, progress=verbose, **hyper)
-  regression_head.save_head(workdir / "ed_head.npz", params)
-  artifacts.write_json(workdir / "ed_head.json", {"fingerprint": key, **metrics, **hyper})
+  regression_head.save_head(folder.data("ed_head"), params)
+  folder.write_manifest("ed_head", {**metrics, **hyper})
 
 
 def user_rank_correlation(user_z, pred_z, true_z) -> float:

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eagle_jax import candidates as candidates_lib
-from eagle_jax import features, nets
+from eagle_jax import actions as actions_lib
+from eagle_jax import anchors, features, nets
+from eagle_jax.data import profiles as profiles_lib
 from eagle_jax.errors import EagleError
 
 
@@ -31,7 +32,8 @@ class Observation:
   masks: np.ndarray         # [B, K] valid candidates
   actions: list[list[str]]  # [B][<=K] the candidates' texts
   action_emb: np.ndarray    # [B, K, d_a] the candidates' text embeddings
-  anchors: np.ndarray       # [B] rows of the CandidateTable
+  anchors: np.ndarray       # [B] rows of the AnchorTable
+  users: np.ndarray         # [B, d_u] the users' features
   texts: list[str]          # [B] current descriptions
   emb: np.ndarray           # [B, d_e] the current descriptions' text embeddings
 
@@ -42,7 +44,8 @@ Choose = Callable[[Observation], np.ndarray]
 @dataclasses.dataclass
 class Episodes:
   """B episodes of horizon H (arrays are numpy, batch first)."""
-  anchors: np.ndarray       # [B] rows of the CandidateTable
+  anchors: np.ndarray       # [B] rows of the AnchorTable
+  users: np.ndarray         # [B, d_u] the users' features
   states: np.ndarray        # [B, H+1, d_s] state features of x_0..x_H
   candidates: np.ndarray    # [B, H, K, d_c] candidate features at x_0..x_{H-1}
   masks: np.ndarray         # [B, H, K] valid candidates at x_0..x_{H-1}
@@ -78,11 +81,43 @@ class Episodes:
     return r
 
 
+class Regenerator:
+  """Fresh candidates for a later state x_t (t >= 1), made the way the anchors' were:
+  library draws with a new seed, or the LLM prompted with the current description
+  (config.actions.source). Sets are cut or padded to the table's K; a state for which the
+  LLM gave no usable action keeps its anchor's set."""
+
+  def __init__(self, prepared, config, generate_fn=None):
+    self.prepared = prepared
+    self.config = config
+    self.generate_fn = generate_fn
+    self._profiles: dict[int, profiles_lib.UserProfile] = {}
+
+  def __call__(self, items: np.ndarray, user_ids: np.ndarray, texts: list[str],
+               fallback: list[list[str]], seed: int,
+               width: int) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
+    """(action texts [B][<=K], embeddings [B, K, d_a], mask [B, K]) for B current states."""
+    c, cat = self.config.actions, self.prepared.catalogue
+    sets = []
+    for item, user, text, anchor_set in zip(items, user_ids, texts, fallback):
+      user = int(user)
+      if user not in self._profiles:
+        self._profiles[user] = profiles_lib.user_profile(cat, user,
+                                                         **self.config.profiles.to_dict())
+      cs = actions_lib.candidate_actions(
+          cat, int(self.prepared.items[item]), text, self._profiles[user],
+          num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
+          generate_fn=self.generate_fn, seed=seed)
+      sets.append(cs.actions[:width] or anchor_set)
+    action_emb, mask = anchors.embed_actions(self.prepared, sets, width)
+    return sets, action_emb, mask
+
+
 class EpisodeRunner:
-  """Runs batches of episodes from anchors of a CandidateTable in the real environment."""
+  """Runs batches of episodes from anchors of a AnchorTable in the real environment."""
 
   def __init__(self, prepared, table, env, *, horizon: int, personalise: bool,
-               regenerate: candidates_lib.Regenerator | None = None):
+               regenerate: Regenerator | None = None):
     """regenerate: None reuses each anchor's candidates at every step; a Regenerator makes
     fresh ones for every later state x_t, t >= 1."""
     self.prepared = prepared
@@ -116,7 +151,8 @@ class EpisodeRunner:
         self.prepared, self._utility, emb, z, self.users[anchors], self.table.items[anchors],
         action_emb, mask)
     return Observation(step=t, states=feats, candidates=cands, masks=mask, actions=actions,
-                       action_emb=action_emb, anchors=anchors, texts=texts, emb=emb)
+                       action_emb=action_emb, anchors=anchors, users=self.users[anchors],
+                       texts=texts, emb=emb)
 
   def score(self, z: np.ndarray, anchors: np.ndarray):
     total, rating, distance = self._utility(jnp.asarray(z), jnp.asarray(self.users[anchors]),
@@ -173,7 +209,7 @@ class EpisodeRunner:
     total, rating, distance = self.score(z.reshape(B * (H + 1), -1),
                                          np.repeat(anchors, H + 1))
     shape = (B, H + 1)
-    return Episodes(anchors=anchors, states=np.stack(all_feats, 1),
+    return Episodes(anchors=anchors, users=self.users[anchors], states=np.stack(all_feats, 1),
                     candidates=np.stack([o.candidates for o in observations], 1),
                     masks=np.stack([o.masks for o in observations], 1),
                     actions=taken, chosen=chosen, z=z,
@@ -208,14 +244,14 @@ class EpisodeRunner:
 # Policies -------------------------------------------------------------------------------
 
 
-def scorer_policy(scorer: nets.ActionScorer, params, runner: EpisodeRunner, *,
-                  greedy: bool, rng: jax.Array | None = None) -> Choose:
+def scorer_policy(scorer: nets.ActionScorer, params, *, greedy: bool,
+                  rng: jax.Array | None = None) -> Choose:
   """pi(a | x_t, u) from an ActionScorer: sampled (training) or argmax (evaluation)."""
   keys = [rng]
 
   def choose(obs: Observation):
     logits = nets.batched_logits(
-        scorer, params, jnp.asarray(obs.states), jnp.asarray(runner.users[obs.anchors]),
+        scorer, params, jnp.asarray(obs.states), jnp.asarray(obs.users),
         jnp.asarray(obs.candidates), jnp.asarray(obs.masks),
         jnp.full(len(obs.anchors), obs.step, jnp.int32))
     if greedy:
@@ -225,20 +261,19 @@ def scorer_policy(scorer: nets.ActionScorer, params, runner: EpisodeRunner, *,
   return choose
 
 
-def logits_of(scorer: nets.ActionScorer, params, runner: EpisodeRunner,
-              episodes: Episodes) -> np.ndarray:
+def logits_of(scorer: nets.ActionScorer, params, episodes: Episodes) -> np.ndarray:
   """Logits [B, H, K] of a scorer at every recorded state x_0..x_{H-1} of a batch."""
   B, H = episodes.chosen.shape
   flat = lambda x: jnp.asarray(np.repeat(x, H, axis=0))  # noqa: E731
   logits = nets.batched_logits(
       scorer, params, jnp.asarray(episodes.states[:, :H].reshape(B * H, -1)),
-      flat(runner.users[episodes.anchors]),
+      flat(episodes.users),
       jnp.asarray(episodes.candidates.reshape(B * H, *episodes.candidates.shape[2:])),
       jnp.asarray(episodes.masks.reshape(B * H, -1)), jnp.tile(jnp.arange(H, dtype=jnp.int32), B))
   return np.asarray(logits).reshape(B, H, -1)
 
 
-def random_policy(runner: EpisodeRunner, seed: int) -> Choose:
+def random_policy(seed: int) -> Choose:
   rng = np.random.default_rng(seed)
 
   def choose(obs: Observation):

@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from eagle_jax import candidates, distributed, evaluate, reference, rollout, train
+from eagle_jax import anchors, distributed, evaluate, reference, rollout, train
 from eagle_jax.config import apply_override
 from eagle_jax.synthetic_env import SyntheticEnvironment
 
@@ -84,7 +84,7 @@ def check_rho(config, world, table, rho: float, updates: list[int]) -> list[dict
 def anchors_table(config, world):
   """The check's own anchors: many held-out pairs cost nothing without an LLM, and they are
   what gives the comparison its power."""
-  return candidates.build_table(world, config, progress=False)
+  return anchors.build_table(world, config, progress=False)
 
 
 def format_table(rows: list[dict]) -> str:

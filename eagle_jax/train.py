@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from eagle_jax import checkpoint, features, nets, rl, rollout
+from eagle_jax import checkpoint, features, nets, rl, rollout, run_folder
 from eagle_jax import config as config_lib
 from eagle_jax.errors import EagleError
 from eagle_jax.logging_utils import MetricsLogger, read_metrics
@@ -30,21 +30,10 @@ def networks(config, horizon: int) -> tuple[nets.ActionScorer, nets.ValueNet]:
           nets.ValueNet(hidden=config.reference.hidden, num_steps=steps))
 
 
-def abstract_scorer_params(config, prepared, table, scorer: nets.ActionScorer):
-  """Shapes of the scorer's params for this run's input sizes (a restore template)."""
-  return jax.eval_shape(lambda: nets.init_policy(
-      jax.random.key(config.seed), scorer, **features.feature_dims(prepared, table)))
-
-
-def load_params(directory, abstract_params):
-  with checkpoint.Checkpointer(directory) as ckpt:
-    return ckpt.restore({"params": abstract_params}).params
-
-
 def rl_config(config, scorer, value_net) -> rl.RLConfig:
   c = config.rl
   return rl.RLConfig(scorer=scorer, value_net=value_net, gamma=c.gamma,
-                     gae_lambda=c.gae_lambda, kl_coef=c.kl_alpha,
+                     gae_lambda=c.gae_lambda, kl_coef=c.kl_coef,
                      entropy_coef=c.entropy_coef, value_coef=c.value_coef,
                      normalize_advantages=c.normalize_advantages)
 
@@ -57,12 +46,12 @@ def with_value_bias(params, mean_return: float):
   return {**params, "value": value}
 
 
-def episodes_to_batch(episodes: rollout.Episodes, runner: rollout.EpisodeRunner,
-                      ref_logits: np.ndarray, reward_mode: str) -> rl.Batch:
+def episodes_to_batch(episodes: rollout.Episodes, ref_logits: np.ndarray,
+                      reward_mode: str) -> rl.Batch:
   H = episodes.chosen.shape[1]
   return rl.Batch(states=jnp.asarray(episodes.states[:, :H]),
                   final_states=jnp.asarray(episodes.states[:, H]),
-                  users=jnp.asarray(runner.users[episodes.anchors]),
+                  users=jnp.asarray(episodes.users),
                   actions=jnp.asarray(episodes.candidates),
                   masks=jnp.asarray(episodes.masks),
                   chosen=jnp.asarray(episodes.chosen),
@@ -88,7 +77,7 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
                                  state_dim=dims["state_dim"], user_dim=dims["user_dim"])
   state = rl.TrainState.create({"policy": ref_params, "value": value_params}, optimizer,
                                jax.random.key(config.seed))
-  ckpt = checkpoint.Checkpointer(workdir / "checkpoints", max_to_keep=config.checkpoint.keep)
+  ckpt = checkpoint.Checkpointer(workdir / run_folder.CHECKPOINTS, max_to_keep=config.checkpoint.keep)
   start = 0
   if resume and ckpt.latest_step() is not None:
     abstract = jax.eval_shape(lambda s: s, state)
@@ -99,6 +88,13 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
       raise EagleError(f"--resume: {ckpt.directory / str(restored.step)} was written with "
                        f"another config ({'; '.join(changed)}); resume with the same values "
                        "or start a new --workdir")
+    unreadable = [s for s in ckpt.all_steps() if s > restored.step]
+    if unreadable:  # Set aside, so the replayed steps are saved afresh.
+      aside = workdir / run_folder.CORRUPT_CHECKPOINTS
+      for step in unreadable:
+        ckpt.set_aside(step, aside)
+      print(f"{restored.skipped[0][:300]}; moved step(s) {unreadable} to {aside}, resuming "
+            f"from step {restored.step}", flush=True)
     state = state.replace(params=restored.params, opt_state=restored.opt_state,
                           rng=restored.rng, step=jnp.asarray(restored.step, jnp.int32))
     start = restored.step
@@ -107,6 +103,7 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
   elif not resume and ckpt.latest_step() is not None:
     raise EagleError(f"{ckpt.directory} already holds checkpoints: pass --resume to continue, "
                      "or choose a new --workdir")
+  run_folder.RunFolder(config).save_config()
   logger = MetricsLogger(workdir, truncate_after=start)
   train_anchors = runner.table.split(heldout=False)
   base_key = jax.random.key(config.seed)
@@ -117,11 +114,10 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
     key = jax.random.fold_in(base_key, it)
     pick_key, policy_key = jax.random.split(key)
     anchors = np.asarray(jax.random.choice(pick_key, train_anchors, (c.batch_size,)))
-    policy = rollout.scorer_policy(scorer, state.params["policy"], runner, greedy=False,
-                                   rng=policy_key)
+    policy = rollout.scorer_policy(scorer, state.params["policy"], greedy=False, rng=policy_key)
     episodes = runner.run(anchors, policy, seed=config.seed * 100_000 + it)
-    ref_logits = rollout.logits_of(scorer, ref_params, runner, episodes)
-    batch = episodes_to_batch(episodes, runner, ref_logits, c.reward)
+    ref_logits = rollout.logits_of(scorer, ref_params, episodes)
+    batch = episodes_to_batch(episodes, ref_logits, c.reward)
     if it == 0:  # Fresh run: the first batch sets the value head's bias.
       state = state.replace(params=with_value_bias(state.params,
                                                    float(batch.rewards.sum(1).mean())))

@@ -120,6 +120,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.actions.num_personalised = 6
   c.actions.source = "library"  # "library" | "llm" | "mixed"
 
+  # A user's profile, built from their MovieLens ratings and tags: the context of
+  # personalised actions and prompts (`eagle_jax/data/profiles.py`).
+  c.profiles = ml_collections.ConfigDict()
+  c.profiles.like_threshold = 4.0  # Ratings >= this are loved movies.
+  c.profiles.dislike_threshold = 2.5  # Ratings <= this are disliked movies.
+  c.profiles.num_liked = 5
+  c.profiles.num_disliked = 3
+  c.profiles.num_genres = 3
+  c.profiles.num_disliked_genres = 2
+  c.profiles.num_tags = 5
+
   # Myopic G-optimal design over the candidates' next-state latents (paper: subsets of 10).
   c.design = ml_collections.ConfigDict()
   # Anchors that get one-step rollouts (K rewrites each) and train the reference; 0: all.
@@ -154,7 +165,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.rl.gamma = 1.0
   c.rl.gae_lambda = 0.95
   # `check-signal` at rho = 0.3, 20 updates: alpha 0 recovers 67 %, 0.05 63 %, 0.2 45 %.
-  c.rl.kl_alpha = 0.05
+  c.rl.kl_coef = 0.05
   c.rl.entropy_coef = 0.01
   c.rl.value_coef = 0.5
   c.rl.max_grad_norm = 1.0

@@ -3,7 +3,7 @@
   python -m eagle_jax sweep --config experiments/sweep_reference.py --dry-run
   python -m eagle_jax sweep --config experiments/sweep_reference.py
 
-Each grid point is a run directory under runs/sweep/ (e.g. runs/sweep/kind=goptimal,kl_alpha=0.05).
+Each grid point is a run directory under runs/sweep/ (e.g. runs/sweep/kind=goptimal,kl_coef=0.05).
 """
 
 import pathlib
@@ -20,5 +20,5 @@ def get_config(arg: str = ""):
 def get_sweep():
   return {
       "reference.kind": ["uniform", "optimistic", "goptimal"],
-      "rl.kl_alpha": [0.0, 0.05, 0.2],
+      "rl.kl_coef": [0.0, 0.05, 0.2],
   }

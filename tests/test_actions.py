@@ -8,15 +8,17 @@ import re
 
 import pytest
 
-from eagle_jax import actions
-from eagle_jax.actions import (CATEGORIES, CATEGORY_DESCRIPTIONS, ActionCache, ActionLibrary,
-                               action_key, candidate_actions, category_quotas,
-                               fill_action_cache, generate_llm_actions, llm_action_prompt,
-                               parse_action_list)
+from eagle_jax.actions import ActionCache, candidate_actions, fill_action_cache
+from eagle_jax.actions import library as library_lib
+from eagle_jax.actions.candidate_set import category_quotas, generate_llm_actions
+from eagle_jax.actions.library import ActionLibrary, action_key
+from eagle_jax.actions.llm_source import llm_action_prompt, parse_action_list
+from eagle_jax.actions.vocabulary import (CATEGORIES, CATEGORY_DESCRIPTIONS, MOVIE_SLOTS,
+                                          PROFILE_SLOTS, TEMPLATES, VOCAB)
 from eagle_jax.data.movielens import load_catalogue
 from eagle_jax.data.profiles import UserProfile, user_profile
 from eagle_jax.errors import EagleError
-from tests.test_profiles import tiny_catalogue, torn_write
+from tests.fakes import tiny_catalogue, torn_write
 
 HEAT = 0  # Row of Heat (1995) in the tiny catalogue.
 
@@ -32,7 +34,7 @@ def profile(catalogue):
 
 
 def _profile_terms(p: UserProfile) -> list[str]:
-  genres = [actions.genre_word(g) for g in p.liked_genres + p.disliked_genres]
+  genres = [library_lib.genre_word(g) for g in p.liked_genres + p.disliked_genres]
   return genres + list(p.liked_titles + p.disliked_titles + p.top_tags)
 
 
@@ -107,14 +109,14 @@ def test_personalised_actions_need_profile_content(catalogue):
 
 
 def test_every_template_is_an_instruction_and_personalised_ones_use_the_profile():
-  for (kind, _), templates in actions.TEMPLATES.items():
+  for (kind, _), templates in TEMPLATES.items():
     for t in templates:
       assert parse_action_list(t)[1] == 0, t
-      names = set(actions._slot_names(t))
-      assert names <= set(actions.VOCAB) | set(actions.MOVIE_SLOTS) | set(actions.PROFILE_SLOTS)
-      assert (kind == "personalised") == bool(names & set(actions.PROFILE_SLOTS)), t
+      names = set(library_lib._slot_names(t))
+      assert names <= set(VOCAB) | set(MOVIE_SLOTS) | set(PROFILE_SLOTS)
+      assert (kind == "personalised") == bool(names & set(PROFILE_SLOTS)), t
   per_category = collections.Counter()
-  for (_, category), templates in actions.TEMPLATES.items():
+  for (_, category), templates in TEMPLATES.items():
     per_category[category] += len(templates)
   assert min(per_category.values()) >= 35  # ~20 generic + ~15 personalised templates each
 

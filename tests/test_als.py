@@ -117,9 +117,9 @@ def test_evaluate_hand_computed():
   model = als.AlsModel(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32),
                        np.array([[4.0, 0.0], [3.0, 1.0], [1.0, 3.0], [0.0, 4.0]], np.float32),
                        np.zeros(1))
-  train = als.Ratings(np.array([0, 1, 1, 2, 2]), np.array([0, 3, 0, 1, 3]),
+  train = als.RatingTriples(np.array([0, 1, 1, 2, 2]), np.array([0, 3, 0, 1, 3]),
                       np.array([5.0, 4.0, 2.0, 3.0, 3.0], np.float32))
-  test = als.Ratings(np.array([0, 0, 1, 1]), np.array([1, 3, 2, 1]),
+  test = als.RatingTriples(np.array([0, 0, 1, 1]), np.array([1, 3, 2, 1]),
                      np.array([4.0, 5.0, 1.0, 4.5], np.float32))
   # Errors 1, 5, 2, 3.5 -> sqrt(42.25 / 4); global mean 3.4 -> errors .6, 1.6, 2.4, 1.1.
   # Popularity (train counts) = [2, 1, 0, 2]; relevant: user 0 {1, 3}, user 1 {1}.
@@ -134,7 +134,7 @@ def test_evaluate_hand_computed():
 
 def test_evaluate_user_batches_match_one_batch(monkeypatch):
   train, test = als.split_ratings(*_planted(), test_fraction=0.3, seed=0)
-  test = als.Ratings(test.user_idx, test.item_idx, test.rating + 4.0)  # all relevant
+  test = als.RatingTriples(test.user_idx, test.item_idx, test.rating + 4.0)  # all relevant
   model = als.fit_als(*train, 80, 60, dim=3, reg=1.0, iterations=2, progress=False)
   one = als.evaluate_als(model, train, test, k=5)
   monkeypatch.setattr(als, "_SCORE_FLOATS", 60 * 7)  # 7 users a batch, last one padded

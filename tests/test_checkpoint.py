@@ -116,6 +116,10 @@ def test_damaged_step_raises_or_falls_back(tmp_path, how):
     with pytest.raises(EagleError, match=f"checkpoint {tmp_path / 'ckpt' / '2'} cannot be"):
       ckpt.restore(abstract)
     restored = ckpt.restore(abstract, fallback=True)
+    assert len(restored.skipped) == 1 and str(tmp_path / "ckpt" / "2") in restored.skipped[0]
+    # Set aside, the step is out of the manager's view and kept for a post mortem.
+    assert ckpt.set_aside(2, tmp_path / "aside") == tmp_path / "aside" / "2"
+    assert ckpt.all_steps() == [1] and (tmp_path / "aside" / "2" / "params").is_dir()
   assert restored.step == 1 and restored.extra == {"episodes": 10}
   _assert_trees_equal(restored.params, params)
 

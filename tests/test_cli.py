@@ -1,5 +1,6 @@
 """The CLI: --help lists the stages, user errors exit 2 with one line and no traceback."""
 
+import os
 import subprocess
 import sys
 
@@ -55,3 +56,32 @@ def test_generate_reads_its_defaults_from_the_config():
   out = _run("generate", "--prompt", "Name a movie.", "--config.llm.max_new_tokens=3")
   assert out.returncode == 0, out.stderr
   assert "[3 tokens, hit --max-new-tokens]" in out.stdout and "smollm2" in out.stdout
+
+
+def _one_line_error(out, start):
+  lines = out.stderr.strip().splitlines()
+  assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
+  assert lines[0].startswith(f"error: {start}"), lines[0]
+
+
+def test_a_misspelt_workdir_is_one_line_before_any_data_is_read(tmp_path):
+  for command in (["train"], ["steer", "--movie", "Heat", "--user", "1"], ["design"]):
+    out = _run(*command, "--config", "experiments/demo.py:smoke", "--workdir",
+               str(tmp_path / "runz"))
+    _one_line_error(out, f"{tmp_path / 'runz' / 'latent.json'} not found: run "
+                    "`python -m eagle_jax prepare` first")
+    assert not (tmp_path / "runz").exists()
+
+
+def test_a_backend_the_machine_lacks_is_one_line():
+  out = subprocess.run([sys.executable, "-m", "eagle_jax", "generate", "--prompt", "hi"],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "JAX_PLATFORMS": "nosuchbackend"})
+  _one_line_error(out, "environment variable JAX_PLATFORMS='nosuchbackend': this machine "
+                  "cannot start that backend")
+
+
+def test_an_unwritable_export_target_is_one_line_at_once(tmp_path):
+  (tmp_path / "a_file").write_text("")
+  out = _run("export", "--workdir", str(tmp_path), "--out", str(tmp_path / "a_file" / "export"))
+  _one_line_error(out, f"export directory {tmp_path / 'a_file' / 'export'}: cannot write in")

@@ -96,10 +96,10 @@ def test_kill_9_during_train_then_resume_equals_uninterrupted(tmp_path, tiny_llm
   assert _metrics(b) == _metrics(a)
   # A resume under a changed learner setting would splice two runs: refused in one line.
   out = subprocess.run(_cli(b, tiny_llm, "train", "--skip-eval", "--resume",
-                            "--config.rl.kl_alpha=0.5"), capture_output=True, text=True,
+                            "--config.rl.kl_coef=0.5"), capture_output=True, text=True,
                        timeout=600)
   assert out.returncode == 2 and "Traceback" not in out.stderr
-  assert "rl.kl_alpha: 0.05 -> 0.5" in out.stderr
+  assert "rl.kl_coef: 0.05 -> 0.5" in out.stderr
   for workdir in (a, b):
     _run(workdir, tiny_llm, "export")
   exported = [checkpoint.load_exported(w / "export", None) for w in (a, b)]

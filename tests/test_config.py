@@ -65,7 +65,7 @@ def test_steering_experiment_can_see_the_demos_effect(variant):
     ("checkpoint.every=0", r"checkpoint.every=0: expected an integer >= 1"),
     ("actions.heldout_fraction=1.0", "strictly between 0 and 1"),
     ("rl.policy_lr=0.0", r"rl.policy_lr=0.0: expected > 0"),
-    ("rl.kl_alpha=-0.1", r"rl.kl_alpha=-0.1: expected >= 0"),
+    ("rl.kl_coef=-0.1", r"rl.kl_coef=-0.1: expected >= 0"),
     ("llm.top_p=0.0", r"llm.top_p=0.0: expected a value in \(0, 1\]"),
     ("llm.prompt_buckets=()", "non-empty sequence"),
 ])
@@ -103,6 +103,6 @@ def test_changed_keys_name_what_a_resume_would_splice():
   same_run = load_config(DEMO, ["rl.iterations=40", "checkpoint.every=5", "eval.best_of_n=4",
                                 "workdir='elsewhere'"])
   assert changed_keys(saved, same_run) == []
-  other = load_config(DEMO, ["rl.kl_alpha=0.5", "llm.prompt_buckets=(128, 256)"])
+  other = load_config(DEMO, ["rl.kl_coef=0.5", "llm.prompt_buckets=(128, 256)"])
   assert changed_keys(saved, other) == ["llm.prompt_buckets: [128, 256, 512] -> [128, 256]",
-                                        "rl.kl_alpha: 0.05 -> 0.5"]
+                                        "rl.kl_coef: 0.05 -> 0.5"]

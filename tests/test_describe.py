@@ -14,7 +14,7 @@ from eagle_jax.config import load_config
 from eagle_jax.data import descriptions
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import sampler as sampler_lib
-from tests.test_env_rewrite import _CannedSampler
+from tests.fakes import CannedSampler
 
 FIELDS = {1: "Toy Story (1995). Genres: Animation. Tags: pixar.",
           2: "Heat (1995). Genres: Crime.", 3: "Up (2009). Genres: Animation.",
@@ -129,7 +129,7 @@ def test_bad_prompt_is_a_user_error(config, tmp_path):
 
 def test_described_environment_keeps_the_fields():
   entity = descriptions.with_plot(FIELDS[2], "A crew robs a bank in Los Angeles.")
-  canned = _CannedSampler(["Sure! Here is the new plot: A crew robs a bank on the Moon.",
+  canned = CannedSampler(["Sure! Here is the new plot: A crew robs a bank on the Moon.",
                            "Heat (1995). Genres: Sci-Fi. Plot: A crew robs a bank on Mars."],
                           [True, True])
   environment = env.EnvironmentLLM(canned, prompt_template=env.DEFAULT_PROMPT_TEMPLATE,

@@ -11,7 +11,7 @@ import types
 import numpy as np
 import pytest
 
-from eagle_jax import artifacts, one_step
+from eagle_jax import artifacts, one_step, run_folder
 from eagle_jax.config import load_config
 from eagle_jax.errors import EagleError
 
@@ -60,7 +60,7 @@ def _config(tmp_path, *overrides):
 
 def _write_world(tmp_path, tag="a"):
   # The manifests `prepared.prepare` writes last; only their fingerprints are read.
-  for name in one_step.WORLD_STAGES:
+  for name in run_folder.WORLD:
     artifacts.write_json(tmp_path / f"{name}.json", {"fingerprint": f"{name}-{tag}"})
 
 
@@ -97,7 +97,7 @@ def test_same_config_reuses_every_anchor(cached):
   assert runner.rolled == [] and (out.reused, out.rerun) == (A, 0)
   _assert_version(out, runner, ROWS, 0)
   assert set(out.fingerprints["anchors"]) == {f"{r}_{100 + r}" for r in ROWS}
-  assert out.fingerprints["world"] == {n: f"{n}-a" for n in one_step.WORLD_STAGES}
+  assert out.fingerprints["world"] == {n: f"{n}-a" for n in run_folder.WORLD}
 
 
 @pytest.mark.parametrize("override", [

@@ -14,6 +14,7 @@ import pytest
 
 from eagle_jax import distributed
 from eagle_jax.errors import EagleError
+from tests.fakes import flat_params, rl_problem
 
 # Each process: 2 fake CPU devices, 2 local rows; rows of process p are p*100 + [0..5].
 _WORKER = r"""
@@ -42,7 +43,7 @@ print("RESULT " + json.dumps({
 
 # The sharded RL update over both hosts: each passes its half of the episodes.
 from eagle_jax import rl
-from tests.test_distributed import rl_problem, flat_params
+from tests.fakes import flat_params, rl_problem
 cfg, params, episodes, optimizer = rl_problem()
 rows = len(episodes.chosen) // 2
 mine = jax.tree.map(lambda x: x[rows * jax.process_index():][:rows], episodes)
@@ -54,36 +55,6 @@ print("PARAMS " + json.dumps({"params": flat_params(state.params).tolist(),
                               "loss": float(metrics["loss"])}), flush=True)
 jax.distributed.shutdown()
 """
-
-
-def rl_problem():
-  """A small RL update problem, identical on every process (fixed seeds)."""
-  from eagle_jax import nets, rl
-  cfg = rl.RLConfig(scorer=nets.ActionScorer(hidden=8, num_steps=3),
-                    value_net=nets.ValueNet(hidden=8, num_steps=3), kl_coef=0.1,
-                    entropy_coef=0.01)
-  rs = np.random.default_rng(0)
-  # Shapes only (no compile), filled from numpy: the same params on every process.
-  shapes = jax.eval_shape(lambda key: {
-      "policy": nets.init_policy(key, cfg.scorer, state_dim=4, user_dim=2, action_dim=3),
-      "value": nets.init_value(key, cfg.value_net, state_dim=4, user_dim=2)},
-      jax.random.key(0))
-  params = jax.tree.map(lambda x: 0.5 * rs.normal(size=x.shape).astype(x.dtype), shapes)
-  b, h, k = 8, 3, 4
-  f32 = lambda *shape: rs.normal(size=shape).astype(np.float32)
-  episodes = rl.Batch(states=f32(b, h, 4), final_states=f32(b, 4), users=f32(b, 2),
-                      actions=f32(b, h, k, 3), masks=np.ones((b, h, k), bool),
-                      chosen=rs.integers(0, k, size=(b, h)).astype(np.int32),
-                      rewards=np.concatenate([np.zeros((b, h - 1)), f32(b, 1)], 1)
-                      .astype(np.float32),
-                      ref_logits=f32(b, h, k))
-  return cfg, params, episodes, rl.make_optimizer(1e-2, 1e-2)
-
-
-def flat_params(params) -> np.ndarray:
-  """All leaves of a (replicated, possibly multi-host) params tree as one host vector."""
-  host = lambda x: x.addressable_shards[0].data if isinstance(x, jax.Array) else x
-  return np.concatenate([np.asarray(host(x)).ravel() for x in jax.tree.leaves(params)])
 
 
 def _free_port() -> int:

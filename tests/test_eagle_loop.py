@@ -1,18 +1,21 @@
 """The whole EAGLE loop on real data and the real encoder, with a tiny random decoder as the
 environment (gemma-style dummy model: the real SmolLM2 tokenizer and sampler, random weights),
-so it runs in about a minute: prepare -> actions -> one-step rollouts + design -> reference
-SFT -> policy gradient with checkpoints -> exact resume -> held-out comparison -> report."""
+so it runs in about a minute. It calls the stage functions a command calls: prepare ->
+actions -> design (one-step rollouts + G-optimal design) -> reference SFT -> policy gradient
+with checkpoints -> exact resume -> held-out comparison -> report; then checks that a changed
+setting rebuilds exactly the stages that read it."""
 
 import dataclasses
-import json
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from eagle_jax import (candidates, distributed, env as env_lib, evaluate, features, prepared,
-                       reference, report, rollout, train)
+from eagle_jax import (artifacts, distributed, env as env_lib, prepared, reference, rollout,
+                       run_folder, stages, sweep, train)
 from eagle_jax.config import load_config
+from eagle_jax.errors import EagleError
 from eagle_jax.llm import model as model_lib
 from eagle_jax.llm import sampler as sampler_lib
 from eagle_jax.llm.config import ModelConfig
@@ -20,9 +23,30 @@ from eagle_jax.llm.weights import load_model
 
 pytestmark = pytest.mark.slow
 
+# A reference that fits its targets exactly (the demo's smooths them and stops early).
+SHARP_REFERENCE = ("reference.lr=3e-3", "reference.steps=60", "reference.label_smoothing=0.0")
+
 
 def smoke_config(workdir, *overrides):
-  return load_config("experiments/demo.py:smoke", [f"workdir={str(workdir)!r}", *overrides])
+  return load_config("experiments/demo.py:smoke",
+                     [f"workdir={str(workdir)!r}", *SHARP_REFERENCE, *overrides])
+
+
+def tiny_environment(config):
+  real = load_model("smollm2")
+  tiny_config = dataclasses.replace(ModelConfig.tiny("llama"), vocab_size=real.config.vocab_size)
+  tiny = dataclasses.replace(real, config=tiny_config,
+                             params=model_lib.init_params(tiny_config, jax.random.key(0)))
+  sampler = sampler_lib.Sampler(tiny, buckets=(256, 512), batch_size=config.llm.batch_size,
+                                mesh=distributed.make_mesh())
+  return env_lib.EnvironmentLLM(
+      sampler, prompt_template=config.env.prompt_template,
+      max_new_tokens=config.llm.max_new_tokens, strategy=sampler_lib.make_strategy(0.7, 0, 0.95))
+
+
+def runner_of(config, w, table, environment):
+  return rollout.EpisodeRunner(w, table, environment, horizon=config.rl.horizon,
+                               personalise=False)
 
 
 @pytest.fixture(scope="module")
@@ -30,36 +54,16 @@ def world(tmp_path_factory):
   base = tmp_path_factory.mktemp("loop")
   config = smoke_config(base)
   w = prepared.prepare(config)
-  table = candidates.build_table(w, config, progress=False)
-  real = load_model("smollm2")
-  tiny_config = dataclasses.replace(ModelConfig.tiny("llama"), vocab_size=real.config.vocab_size)
-  tiny = dataclasses.replace(real, config=tiny_config,
-                             params=model_lib.init_params(tiny_config, jax.random.key(0)))
-  sampler = sampler_lib.Sampler(tiny, buckets=(256, 512), batch_size=config.llm.batch_size,
-                                mesh=distributed.make_mesh())
-  environment = env_lib.EnvironmentLLM(
-      sampler, prompt_template=config.env.prompt_template,
-      max_new_tokens=config.llm.max_new_tokens, strategy=sampler_lib.make_strategy(0.7, 0, 0.95))
-  runner = rollout.EpisodeRunner(w, table, environment, horizon=config.rl.horizon,
-                                 personalise=False)
-  return config, w, table, runner
+  table = stages.actions(config, w, progress=False)
+  return config, w, table, runner_of(config, w, table, tiny_environment(config))
 
 
 @pytest.fixture(scope="module")
 def reference_params(world):
   config, w, table, runner = world
-  z_next, next_utility, _ = runner.one_step_all(np.arange(table.num_anchors), seed=0)
-  subsets, _ = reference.design_subsets(z_next, table.mask, config.design, config.seed)
-  q = reference.targets("goptimal", table.mask, next_utility, subsets)
-  states, users, cands = features.initial_features(w, table)
-  rows = table.split(heldout=False)
-  batch = reference.sft_batch(states[rows], users[rows], cands[rows], table.mask[rows],
-                              q[rows], config.rl.horizon)
-  scorer, _ = train.networks(config, config.rl.horizon)
-  params, metrics = reference.train_reference(
-      scorer, batch, None, lr=3e-3, steps=60, mesh=distributed.make_mesh(), seed=0,
-      progress=False)
-  return params, metrics, z_next, subsets
+  design = stages.design(config, w, table, runner)
+  params, metrics = stages.reference(config, w, table, progress=False)
+  return params, metrics, design.z_next, design.subsets
 
 
 def test_prepared_world_is_consistent(world):
@@ -109,6 +113,25 @@ def test_resume_replays_the_uninterrupted_run(world, reference_params, tmp_path)
                 if p.name.isdigit()) == ["1", "2", "3"]
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Orbax's reader.
+def test_an_unreadable_latest_step_is_set_aside_in_one_line_and_replayed(
+    world, reference_params, tmp_path, capsys):
+  ref_params = reference_params[0]
+  _train(world, ref_params, tmp_path, 2, resume=False)
+  for path in (tmp_path / "checkpoints" / "2").rglob("*"):
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:16])
+  capsys.readouterr()
+  _, _, history = _train(world, ref_params, tmp_path, 3, resume=True)
+  out = capsys.readouterr().out.splitlines()
+  lines = [line for line in out if "cannot be restored" in line]
+  assert len(lines) == 1 and "resuming from step 1" in lines[0], out
+  assert (tmp_path / run_folder.CORRUPT_CHECKPOINTS / "2").is_dir()
+  assert [r["step"] for r in history] == [1, 2, 3]
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()
+                if p.name.isdigit()) == ["1", "2", "3"]
+
+
 def test_fresh_run_refuses_to_overwrite_checkpoints(world, reference_params, tmp_path):
   _train(world, reference_params[0], tmp_path, 1, resume=False)
   from eagle_jax.errors import EagleError
@@ -131,43 +154,117 @@ def test_batch_not_divisible_by_the_devices_is_refused_before_any_rollout(world,
 
 
 def test_evaluation_and_report(world, reference_params, tmp_path):
-  config, w, table, runner = world
+  _, _, _, runner = world
   ref_params = reference_params[0]
-  scorer, _ = train.networks(config, config.rl.horizon)
-  results, episodes = evaluate.compare_policies(
-      runner, scorer, ref_params, ref_params, table.split(heldout=True), episodes_per_pair=2,
-      best_of_n=2, seed=0, greedy_baseline=True)
+  config = smoke_config(tmp_path, "eval.episodes_per_pair=2", "eval.best_of_n=2",
+                        "eval.greedy_baseline=True")
+  results, _ = stages.evaluate(config, runner, ref_params, ref_params,
+                               history=[{"step": 1, "reward/mean": 1.0}], verbose=False)
   for name in ("eagle", "reference", "random", "greedy_one_step", "best_of_2"):
     assert results[name]["n"] == 4 and np.isfinite(results[name]["mean"])
   # Same policy, same environment seeds: identical outcomes (common random numbers).
   assert results["eagle"]["minus_reference"]["mean"] == 0.0
   assert results["reference"]["minus_random"]["n"] == 4 and "minus_random" not in results["random"]
-  path = tmp_path / "report.png"
-  report.write_report(path, history=[{"step": 1, "reward/mean": 1.0}], comparison=results,
-      catalogue_z=w.item_z,
-      trajectories=episodes["eagle"].z, anchor_z=episodes["eagle"].z[:, 0], title="t")
-  assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  json.dumps(results)  # eval.json must serialise
+  assert (tmp_path / run_folder.REPORT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  saved = artifacts.read_json(tmp_path / run_folder.EVAL)
+  assert saved["eagle"]["minus_random"]["n"] == 4
 
 
 def test_regenerated_candidates_at_later_states(world, reference_params):
   config, w, table, runner = world
   regen = rollout.EpisodeRunner(w, table, runner.env, horizon=config.rl.horizon,
                                 personalise=False,
-                                regenerate=candidates.Regenerator(w, config))
-  anchors = table.split(heldout=False)[:3]
+                                regenerate=rollout.Regenerator(w, config))
+  rows = table.split(heldout=False)[:3]
   scorer, _ = train.networks(config, config.rl.horizon)
-  episodes = regen.run(anchors, rollout.scorer_policy(scorer, reference_params[0], regen,
-                                                      greedy=True), seed=0)
+  episodes = regen.run(rows, rollout.scorer_policy(scorer, reference_params[0], greedy=True),
+                       seed=0)
   K = table.mask.shape[1]
   assert episodes.masks.shape == (3, config.rl.horizon, K) and episodes.masks.all()
-  for b, a in enumerate(anchors):
+  for b, a in enumerate(rows):
     assert episodes.actions[b][0] == table.actions[a][episodes.chosen[b, 0]]  # x_0: the anchor's
   # x_1: a fresh library draw, so its candidates (and their features) are new.
-  fresh = regen.candidates(1, anchors, [t[1] for t in episodes.texts], seed=1)[0]
-  assert all(set(f) != set(table.actions[a]) for f, a in zip(fresh, anchors))
+  fresh = regen.candidates(1, rows, [t[1] for t in episodes.texts], seed=1)[0]
+  assert all(set(f) != set(table.actions[a]) for f, a in zip(fresh, rows))
   assert all(e[1] in f for e, f in zip(episodes.actions, fresh))
-  assert not np.allclose(episodes.candidates[:, 1, :, :384], table.action_emb[anchors])
-  batch = train.episodes_to_batch(episodes, regen, rollout.logits_of(
-      scorer, reference_params[0], regen, episodes), "terminal")
+  assert not np.allclose(episodes.candidates[:, 1, :, :384], table.action_emb[rows])
+  batch = train.episodes_to_batch(
+      episodes, rollout.logits_of(scorer, reference_params[0], episodes), "terminal")
   assert batch.actions.shape[:3] == (3, config.rl.horizon, K)
+
+
+STAGES = ("latent", "text", "ed_head", "anchors", "design", "reference")
+
+
+def _fingerprints(config) -> dict:
+  folder = run_folder.RunFolder(config)
+  return {s: folder.recorded(s)["fingerprint"] for s in STAGES}
+
+
+@pytest.mark.parametrize("override, rebuilt", [
+    ("llm.model='gemma3-270m'", {"design", "reference"}),
+    ("env.prompt_template='Edit this: {entity} {context}so that {action}.'",
+     {"design", "reference"}),
+    ("reference.weight_decay=0.5", {"reference"}),
+    ("profiles.like_threshold=4.5", {"anchors", "design", "reference"}),
+])
+def test_a_changed_setting_rebuilds_exactly_the_stages_that_read_it(
+    world, reference_params, tmp_path, override, rebuilt):
+  config, _, _, runner = world
+  shutil.copytree(config.workdir, tmp_path, dirs_exist_ok=True)
+  before = _fingerprints(smoke_config(tmp_path))
+  changed = smoke_config(tmp_path, override)
+  # Each stage as its command runs it: the world, then build (or reuse) the next.
+  w = prepared.prepare(changed)
+  table = stages.actions(changed, w, progress=False)
+  stages.design(changed, w, table, runner_of(changed, w, table, runner.env))
+  stages.reference(changed, w, table, progress=False)
+  after = _fingerprints(changed)
+  assert {s for s in STAGES if before[s] != after[s]} == rebuilt
+  # Rebuilt artefacts are current for the new config and stale for the old one.
+  stages.load_reference(changed, w, table)
+  key = override.split("=")[0]
+  with pytest.raises(EagleError, match=f"is stale: made with another config \\({key}: "):
+    stages.load_reference(smoke_config(tmp_path), w, table)
+
+
+def test_stale_upstream_is_one_line_naming_the_key(world, reference_params, tmp_path):
+  config, w, table, _ = world
+  shutil.copytree(config.workdir, tmp_path, dirs_exist_ok=True)
+  changed = smoke_config(tmp_path, "actions.num_generic=2")
+  with pytest.raises(EagleError) as e:
+    stages.reference(changed, w, table, progress=False)
+  assert "anchors.json is stale: made with another config (actions.num_generic: 3 -> 2)" in str(e.value)
+  assert "`python -m eagle_jax actions`" in str(e.value) and "\n" not in str(e.value)
+  # Another seed: the world itself is stale, refused before the catalogue is read.
+  with pytest.raises(EagleError, match="latent.json is stale: made with another config \\(seed: 0 -> 1\\)"):
+    prepared.load(smoke_config(tmp_path, "seed=1"))
+
+
+def test_rerun_reference_replaces_its_checkpoint(world, reference_params, tmp_path):
+  config, w, table, _ = world
+  shutil.copytree(config.workdir, tmp_path, dirs_exist_ok=True)
+  first = stages.load_reference(smoke_config(tmp_path), w, table)
+  changed = smoke_config(tmp_path, "reference.lr=1e-2")
+  params, _ = stages.reference(changed, w, table, progress=False)
+  loaded = stages.load_reference(changed, w, table)
+  jax.tree.map(np.testing.assert_array_equal, loaded, params)
+  assert not all(np.array_equal(a, b) for a, b in
+                 zip(jax.tree.leaves(first), jax.tree.leaves(loaded)))
+  kind_dir = run_folder.RunFolder(changed).reference_dir()
+  assert sorted(p.name for p in kind_dir.parent.iterdir()) == [kind_dir.name]  # No leftovers.
+
+
+def test_a_stage_shared_by_a_sweep_is_reused_in_the_other_run_folder(world, reference_params,
+                                                                     tmp_path):
+  config, w, table, _ = world
+  overrides = [*SHARP_REFERENCE, "reference.weight_decay=0.5"]
+  for command in ("prepare", "actions", "design"):
+    sweep.share(sweep.Step(str(tmp_path), command, [], overrides, shared_from=config.workdir),
+                "experiments/demo.py:smoke")
+  point = smoke_config(tmp_path, "reference.weight_decay=0.5")
+  design = stages.load_design(point)  # Current here, without running anything.
+  np.testing.assert_array_equal(design.subsets, reference_params[3])
+  prepared.load(point)
+  with pytest.raises(EagleError, match="reference_goptimal.json not found"):
+    stages.load_reference(point, w, table)

@@ -3,15 +3,13 @@ end-to-end rewrite through the real sampler on a tiny model."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from eagle_jax import distributed, env
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import prompting
 from eagle_jax.llm import sampler as sampler_lib
-from eagle_jax.llm.sampler import SampleOutput
-from tests.test_sampler import CHAT_TEMPLATE, tiny_model
+from tests.fakes import CHAT_TEMPLATE, CannedSampler, tiny_model
 
 ORIGINAL = "A detective hunts a serial arsonist through a city gripped by a summer heat wave."
 
@@ -65,20 +63,8 @@ def test_a_rewrite_that_quotes_its_prompt_is_a_prompt_leak():
   assert env.clean_output(fine, ORIGINAL, 800, markers=markers) == (fine, None)
 
 
-class _CannedSampler:
-  """Returns fixed texts and records how it was called (the LLM is not under test here)."""
-
-  def __init__(self, texts, finished):
-    self.texts, self.finished, self.calls = texts, finished, []
-
-  def sample(self, prompts, **kwargs):
-    self.calls.append((list(prompts), kwargs))
-    n = len(prompts)
-    return SampleOutput(self.texts, [[]] * n, [np.zeros(0)] * n, [1] * n, [0] * n, self.finished)
-
-
 def test_rewrite_cleans_and_falls_back_to_the_input():
-  canned = _CannedSampler(
+  canned = CannedSampler(
       ["Here is the new description:\nA heist on a space station goes wrong.", "", ORIGINAL,
        "A quiet drama. Keep it a single paragraph."], [True, True, False, True])
   strategy = sampler_lib.Temperature(0.7)
@@ -102,7 +88,7 @@ def test_rewrite_cleans_and_falls_back_to_the_input():
 
 
 def test_few_shot_prompt_for_base_models():
-  canned = _CannedSampler(["A dog bakes bread in Rome."], [True])
+  canned = CannedSampler(["A dog bakes bread in Rome."], [True])
   environment = env.EnvironmentLLM(canned, prompt_template="Text: {entity}\n{context}Do: {action}",
                                    max_new_tokens=32, strategy=sampler_lib.Greedy(),
                                    few_shot=True, context_template="For: {profile}\n",
@@ -119,7 +105,7 @@ def test_bad_inputs_are_user_errors():
   with pytest.raises(EagleError, match="must contain {action}"):
     env.EnvironmentLLM(None, prompt_template="Rewrite {entity}", max_new_tokens=8,
                        strategy=sampler_lib.Greedy())
-  environment = env.EnvironmentLLM(_CannedSampler([], []), max_new_tokens=8,
+  environment = env.EnvironmentLLM(CannedSampler([], []), max_new_tokens=8,
                                    prompt_template=env.DEFAULT_PROMPT_TEMPLATE,
                                    strategy=sampler_lib.Greedy())
   with pytest.raises(EagleError, match="2 entities, 1 actions"):

@@ -20,7 +20,8 @@ def make_episodes(gains, chosen, masks=None, rejected=None, utility=None) -> rol
   rejected = [[None] * H for _ in range(B)] if rejected is None else rejected
   utility = np.zeros((B, H + 1), np.float32) if utility is None else np.asarray(utility)
   return rollout.Episodes(
-      anchors=np.arange(B), states=np.zeros((B, H + 1, 4), np.float32),
+      anchors=np.arange(B), users=np.zeros((B, 2), np.float32),
+      states=np.zeros((B, H + 1, 4), np.float32),
       candidates=np.concatenate([decoys, gains[..., None]], -1), masks=masks,
       actions=[["a"] * H for _ in range(B)], chosen=np.asarray(chosen, np.int32),
       z=np.zeros((B, H + 1, 2), np.float32), utility=utility, rating=utility,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eagle_jax import features
-from eagle_jax.candidates import CandidateTable
+from eagle_jax.anchors import AnchorTable
 from eagle_jax.latent import utility as utility_lib
 
 D_EMB, D, K = 6, 3, 4
@@ -77,10 +77,10 @@ def test_standardise_handles_constant_rows():
   np.testing.assert_allclose(got[1], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
 
 
-def _table(num: int, heldout: int) -> CandidateTable:
+def _table(num: int, heldout: int) -> AnchorTable:
   flags = np.zeros(num, bool)
   flags[num - heldout:] = True
-  return CandidateTable(items=np.arange(num), user_ids=np.arange(num), heldout=flags,
+  return AnchorTable(items=np.arange(num), user_ids=np.arange(num), heldout=flags,
                         actions=[["a"]] * num, action_emb=np.zeros((num, 1, 2), np.float32),
                         mask=np.ones((num, 1), bool), profiles=[""] * num)
 

@@ -74,7 +74,8 @@ def _episodes(utility):
   utility = np.asarray(utility, np.float32)
   B, T = utility.shape
   return rollout.Episodes(
-      anchors=np.arange(B), states=np.zeros((B, T, 1)), candidates=np.zeros((B, T - 1, 2, 1)),
+      anchors=np.arange(B), users=np.zeros((B, 1)), states=np.zeros((B, T, 1)),
+      candidates=np.zeros((B, T - 1, 2, 1)),
       masks=np.ones((B, T - 1, 2), bool), actions=[["a"] * (T - 1)] * B,
       chosen=np.zeros((B, T - 1), np.int32), z=np.zeros((B, T, 1)), utility=utility,
       rating=utility, distance=np.zeros_like(utility), texts=[["x"] * T] * B, degenerate=0,

@@ -5,46 +5,12 @@ from __future__ import annotations
 import json
 import pathlib
 
-import numpy as np
 import pytest
 
-from eagle_jax.data.movielens import Catalogue, Ratings, Tags
 from eagle_jax.data.profiles import (ProfileCache, UserProfile, summarise_profile,
                                      summarise_profiles, user_profile)
 from eagle_jax.errors import EagleError
-
-
-def tiny_catalogue(with_tags: bool = True) -> Catalogue:
-  """Six movies; user 7's ratings have mean 3, so centred ratings are small integers."""
-  # (movie id, rating, timestamp) of user 7; user 8 rates the opposite way.
-  user7 = [(1, 5.0, 100), (2, 5.0, 200), (3, 4.0, 50), (4, 2.0, 300), (5, 1.0, 400),
-           (6, 1.0, 10)]
-  user8 = [(1, 1.0, 500), (5, 5.0, 600)]
-  rows = [(7, *r) for r in user7] + [(8, *r) for r in user8]
-  ratings = Ratings(user_ids=np.array([r[0] for r in rows], np.int64),
-                    movie_ids=np.array([r[1] for r in rows], np.int64),
-                    values=np.array([r[2] for r in rows], np.float32),
-                    timestamps=np.array([r[3] for r in rows], np.int64))
-  tag_rows = [(7, 1, "dark"), (7, 2, "Dark "), (7, 5, "twist  ending"), (7, 3, "funny"),
-              (8, 5, "gory"), (8, 6, "gory"), (8, 1, "slow")]
-  tags = Tags(user_ids=np.array([t[0] for t in tag_rows], np.int64),
-              movie_ids=np.array([t[1] for t in tag_rows], np.int64),
-              tags=[t[2] for t in tag_rows]) if with_tags else None
-  return Catalogue(
-      name="tiny", movie_ids=np.arange(1, 7, dtype=np.int64),
-      titles=["Heat", "Alien", "Toy Story", "Notting Hill", "Saw", "Avatar"],
-      years=np.array([1995, 1979, 1995, 1999, 2004, 2009], np.int32),
-      genres=[("Action", "Crime", "Thriller"), ("Horror", "Sci-Fi"),
-              ("Adventure", "Animation", "Children", "Comedy"), ("Comedy", "Romance"),
-              ("Horror", "Thriller"), ("Action", "Sci-Fi", "IMAX")],
-      ratings=ratings, tags=tags, users=None)
-
-
-def torn_write(self, text, *args, **kwargs):
-  """Stands in for `Path.write_text`: some bytes reach the disk, then the writer dies."""
-  with open(self, "w") as f:
-    f.write(text[:10])
-  raise OSError("disk full")
+from tests.fakes import tiny_catalogue, torn_write
 
 
 # Centred ratings of user 7: Heat +2, Alien +2, Toy Story +1, Notting Hill -1, Saw -2,

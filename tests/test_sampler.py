@@ -4,55 +4,20 @@ seeds and device-count invariance, on a tiny random decoder with a character tok
 from __future__ import annotations
 
 import dataclasses
-import functools
 import string
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tokenizers
-from tokenizers import decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from eagle_jax import distributed
 from eagle_jax.llm import model as model_lib
 from eagle_jax.llm import sampler as sampler_lib
-from eagle_jax.llm.config import ModelConfig
 from eagle_jax.llm.weights import LoadedModel
+from tests.fakes import BOS, CHAT_TEMPLATE, PAD, tiny_model
 
-PAD, BOS, EOS = 0, 1, 2
 _ORACLE_LENGTH = 96
-CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}<assistant>{% endif %}")
-
-
-def char_tokenizer() -> PreTrainedTokenizerFast:
-  """One token per printable character, after <pad> <bos> <eos> <unk>."""
-  vocab = ["<pad>", "<bos>", "<eos>", "<unk>"] + list(string.printable[:95]) + ["\n"]
-  tok = tokenizers.Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)},
-                                              unk_token="<unk>"))
-  tok.pre_tokenizer = pre_tokenizers.Split(tokenizers.Regex("."), behavior="isolated")
-  tok.decoder = decoders.Fuse()
-  return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                 pad_token="<pad>", unk_token="<unk>")
-
-
-def tiny_model(arch: str = "llama", *, eos_ids=(EOS,), chat_template=None,
-               seed: int = 0) -> LoadedModel:
-  """A random tiny decoder whose vocabulary is exactly the character tokenizer's."""
-  tokenizer = char_tokenizer()
-  config = dataclasses.replace(ModelConfig.tiny(arch), vocab_size=len(tokenizer))
-  params = _init_params(config, seed)
-  return LoadedModel(name=f"tiny-{arch}", config=config, params=params, tokenizer=tokenizer,
-                     chat_template=chat_template, bos_id=BOS, eos_ids=tuple(eos_ids),
-                     add_bos=True)
-
-
-@functools.cache
-def _init_params(config: ModelConfig, seed: int):
-  # Jitted: flax init op by op takes seconds on a busy CPU.
-  return jax.jit(model_lib.init_params, static_argnums=0)(config, jax.random.key(seed))
 
 
 def naive_greedy(lm: LoadedModel, ids: list[int], steps: int) -> list[int]:

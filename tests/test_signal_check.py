@@ -43,8 +43,8 @@ def test_synthetic_steps_are_deterministic_and_follow_the_edit(world):
   env = SyntheticEnvironment.calibrated(w, table, 0.3, seed=0)
   runner = rollout.EpisodeRunner(w, table, env, horizon=2, personalise=False)
   anchors = table.split(heldout=True)[:5]
-  a = runner.run(anchors, rollout.random_policy(runner, 0), seed=1)
-  b = runner.run(anchors, rollout.random_policy(runner, 0), seed=2)
+  a = runner.run(anchors, rollout.random_policy(0), seed=1)
+  b = runner.run(anchors, rollout.random_policy(0), seed=2)
   np.testing.assert_array_equal(a.z, b.z)  # same actions: same outcome, whatever the seed
   assert a.texts[0][1].endswith(a.actions[0][0]) and a.degenerate == 0
   # At rho = 1 the outcome is the literal edit the features read: argmax feature = argmax gain.

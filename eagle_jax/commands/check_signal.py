@@ -31,27 +31,26 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from eagle_jax import artifacts, prepared, signal_check
+  from eagle_jax import artifacts, prepared, run_folder, signal_check
   from eagle_jax.errors import EagleError
   if any(not 0 < r <= 1 for r in args.rho):
     raise EagleError(f"--rho {args.rho}: every value must lie in (0, 1]")
   if any(u < 1 for u in args.updates):
     raise EagleError(f"--updates {args.updates}: every value must be >= 1")
+  args.overrides += [f"actions.num_anchors={args.anchors}", "actions.heldout_fraction=0.5"]
   config = common.config_from_args(args)
-  config.actions.num_anchors = args.anchors
-  config.actions.heldout_fraction = 0.5
   world = prepared.load(config)
   table = signal_check.anchors_table(config, world)
   print(f"{table.num_anchors} anchors ({int(table.heldout.sum())} held out), "
         f"{table.mask.shape[1]} candidates each; horizon {config.rl.horizon}, batch "
-        f"{config.rl.batch_size}, kl_alpha {config.rl.kl_alpha}, reward {config.rl.reward}",
+        f"{config.rl.batch_size}, kl_coef {config.rl.kl_coef}, reward {config.rl.reward}",
         flush=True)
   rows = []
   for rho in args.rho:
     rows += signal_check.check_rho(config, world, table, rho, args.updates)
     print(signal_check.format_table(rows[-len(args.updates):]), flush=True)
-  workdir = common.workdir(config)
-  artifacts.write_json(workdir / "check_signal.json", rows)
-  artifacts.write_text(workdir / "check_signal.md", signal_check.format_table(rows) + "\n")
-  print(f"\n{signal_check.format_table(rows)}\n-> {workdir / 'check_signal.md'}")
+  out = run_folder.RunFolder(config) / run_folder.CHECK_SIGNAL
+  artifacts.write_json(out.with_suffix(".json"), rows)
+  artifacts.write_text(out.with_suffix(".md"), signal_check.format_table(rows) + "\n")
+  print(f"\n{signal_check.format_table(rows)}\n-> {out.with_suffix('.md')}")
   return 0

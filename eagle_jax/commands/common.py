@@ -1,9 +1,8 @@
-"""Shared CLI glue: config from flags, the environment LLM, and the stage artefacts."""
+"""Shared CLI glue: the config from flags, announced and saved in the run folder."""
 
 from __future__ import annotations
 
 import argparse
-import pathlib
 
 from eagle_jax.config import load_config
 
@@ -12,95 +11,29 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--workdir", help="run directory (overrides config.workdir)")
 
 
-def config_from_args(args, extra: tuple[tuple[str, str], ...] = ()):
-  """The config file plus --config.* overrides plus the flags that alias config keys."""
+def config_from_args(args, extra: tuple[tuple[str, str], ...] = (), announce: bool = True):
+  """The config file plus --config.* overrides plus the flags that alias config keys. With
+  `announce`, the run folder and the changes to the file's values are printed (a stage saves
+  the resolved config as <workdir>/config.json with its artefacts)."""
+  from eagle_jax import run_folder
   overrides = list(args.overrides)
   for flag, key in (("workdir", "workdir"),) + extra:
     value = getattr(args, flag, None)
     if value:
       overrides.append(f"{key}={value!r}")
-  return load_config(args.config, overrides)
+  config = load_config(args.config, overrides)
+  if announce:
+    changed = ", ".join(overrides) or "no overrides"
+    path = run_folder.RunFolder(config) / run_folder.CONFIG
+    print(f"config {args.config} ({changed}); resolved config: {path}", flush=True)
+  return config
 
 
-def build_environment(config, world=None, table=None):
-  """The environment of config.env.kind: the LLM (model, sharded sampler, rewrite prompt), or
-  the synthetic one, calibrated on the table's anchors (so it needs `world` and `table`)."""
-  from eagle_jax import env
-  from eagle_jax.data import descriptions
-  from eagle_jax.errors import EagleError
-  if config.env.kind == "synthetic":
-    from eagle_jax.synthetic_env import SyntheticEnvironment
-    if world is None or table is None:
-      raise EagleError("config.env.kind='synthetic' edits embeddings, not text: this command "
-                       "needs the LLM environment (config.env.kind='llm')")
-    environment = SyntheticEnvironment.calibrated(world, table, config.env.synthetic_rho,
-                                                  seed=config.seed)
-    s = environment.stats
+def print_environment(environment, config) -> None:
+  """The synthetic environment's calibration (an LLM environment has nothing to say yet)."""
+  s = getattr(environment, "stats", None)
+  if s:
     print(f"synthetic environment: rho {s['rho']:.3f} (asked {config.env.synthetic_rho}), "
           f"noise sigma {s['sigma']:.3g}; one step ahead the best candidate gains "
           f"+{s['oracle_gain']:.3f} over a random pick, the predicted best "
           f"{s['predicted_gain']:+.3f}", flush=True)
-    return environment
-  if config.env.kind != "llm":
-    raise EagleError(f"config.env.kind={config.env.kind!r}: expected 'llm' or 'synthetic'")
-  from eagle_jax.llm import sampler as sampler_lib
-  c = config.llm
-  sampler = make_sampler(config, c.batch_size)
-  return env.EnvironmentLLM(
-      sampler, prompt_template=config.env.prompt_template,
-      context_template=config.env.context_template, max_new_tokens=c.max_new_tokens,
-      strategy=sampler_lib.make_strategy(c.temperature, c.top_k, c.top_p),
-      few_shot=sampler.model.chat_template is None,
-      keep_fields=config.data.descriptions == descriptions.DESCRIBED)
-
-
-def make_sampler(config, batch_size: int, model: str | None = None):
-  """An LLM (config.llm's unless `model` names another) behind a sampler sharded over the
-  local devices."""
-  from eagle_jax import distributed
-  from eagle_jax.llm import sampler as sampler_lib
-  from eagle_jax.llm.weights import load_model
-  c = config.llm
-  return sampler_lib.Sampler(load_model(model or c.model, dtype=c.dtype), batch_size=batch_size,
-                             buckets=tuple(c.prompt_buckets), mesh=distributed.make_mesh())
-
-
-def load_runner(config):
-  """The prepared world, the anchors' candidate table and an episode runner over them."""
-  from eagle_jax import candidates, prepared
-  world = prepared.load(config)
-  table = candidates.CandidateTable.load(workdir(config) / "candidates.npz")
-  return world, table, make_runner(config, world, table)
-
-
-def make_runner(config, world, table, environment=None):
-  """An episode runner in the config's environment; later states reuse their anchor's
-  candidates or get fresh ones (config.rl.candidates)."""
-  from eagle_jax import candidates, rollout
-  from eagle_jax.errors import EagleError
-  environment = environment or build_environment(config, world, table)
-  mode = config.rl.candidates
-  if mode not in ("reuse", "regenerate"):
-    raise EagleError(f"config.rl.candidates={mode!r}: expected 'reuse' or 'regenerate'")
-  regenerate = None
-  if mode == "regenerate":
-    regenerate = candidates.Regenerator(world, config, action_generator(environment, config))
-  return rollout.EpisodeRunner(world, table, environment, horizon=config.rl.horizon,
-                               personalise=config.env.personalise, regenerate=regenerate)
-
-
-def generate_fn(environment, config):
-  """Plain prompt -> text with the environment's sampler (action lists, profile summaries)."""
-  def fn(prompts):
-    return environment.sampler.sample(prompts, max_new_tokens=config.llm.max_new_tokens * 2,
-                                      strategy=environment.strategy, seed=config.seed).texts
-  return fn
-
-
-def action_generator(environment, config):
-  """The LLM that writes candidate actions when config.actions.source uses one, else None."""
-  return generate_fn(environment, config) if config.actions.source != "library" else None
-
-
-def workdir(config) -> pathlib.Path:
-  return pathlib.Path(config.workdir)

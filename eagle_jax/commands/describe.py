@@ -26,8 +26,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from eagle_jax import describe
-  from eagle_jax.commands.common import make_sampler
+  from eagle_jax import describe, run_folder
+  from eagle_jax.runtime import make_sampler
   from eagle_jax.data.movielens import load_catalogue
   from eagle_jax.llm import sampler as sampler_lib
   config = config_from_args(args)
@@ -47,7 +47,8 @@ def run(args) -> int:
     return describe.Generated(texts=out.texts, finished=out.finished, tokens=out.tokens)
 
   meta = describe.describe(config, fields, generate, config.workdir, regenerate=args.regenerate)
-  line = f"{meta['movies']} descriptions ({meta['source']}) in {config.workdir}/descriptions.csv"
+  line = (f"{meta['movies']} descriptions ({meta['source']}) in "
+          f"{run_folder.RunFolder(config) / run_folder.DESCRIPTIONS_CSV}")
   if "degenerate" in meta:
     line += (f"; {meta['degenerate']} answers degenerate (fields only) "
              f"{meta['degenerate_by_reason']}; {meta['tokens']:.0f} tokens, {meta['seconds']} s")

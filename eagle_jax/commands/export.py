@@ -14,9 +14,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from eagle_jax import checkpoint
-  config = common.config_from_args(args)
-  workdir = common.workdir(config)
-  out = checkpoint.export_params(workdir / "checkpoints", args.step, args.out or workdir / "export")
+  from eagle_jax import checkpoint, run_folder
+  config = common.config_from_args(args, announce=False)
+  folder = run_folder.RunFolder(config)
+  out = checkpoint.export_params(folder / run_folder.CHECKPOINTS, args.step,
+                                 args.out or folder / run_folder.EXPORT)
   print(f"exported params -> {out}")
   return 0

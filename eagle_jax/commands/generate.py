@@ -35,7 +35,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def _with_config_defaults(args: argparse.Namespace) -> None:
   """Fills the flags left out from the config's llm section (checked like any config)."""
   from eagle_jax.commands import common
-  llm = common.config_from_args(args).llm
+  llm = common.config_from_args(args, announce=False).llm
   for flag in ("model", "max_new_tokens", "temperature", "top_k", "top_p", "dtype"):
     if getattr(args, flag) is None:
       setattr(args, flag, llm[flag])

@@ -1,6 +1,7 @@
 """`prepare`: MovieLens -> ALS latent space -> text encoder E_D, each stage cached in the run dir.
 
-Artefacts (all written atomically; a stage whose manifest matches its inputs is reused):
+Artefacts (all written atomically; a stage whose manifest's fingerprint matches the config
+and the upstream artefacts is reused, `eagle_jax/run_folder.py`):
   latent.npz / latent.json      user and item factors, held-out RMSE and recall@k vs popularity
   text.npz / text.json          MiniLM embeddings of the item descriptions (fields and plot
                                 apart when config.encoder.plot_weight > 0)
@@ -10,7 +11,6 @@ Artefacts (all written atomically; a stage whose manifest matches its inputs is 
 from __future__ import annotations
 
 import argparse
-import pathlib
 
 from eagle_jax.commands.common import add_run_args, config_from_args
 
@@ -31,8 +31,6 @@ DATA_FLAGS = (("data", "data.source"), ("descriptions", "data.descriptions"))
 def run(args) -> int:
   from eagle_jax import prepared
   config = config_from_args(args, DATA_FLAGS)
-  workdir = pathlib.Path(config.workdir)
-  print(f"run directory: {workdir}")
   bundle = prepared.prepare(config, verbose=True)
   print(prepared.summary(bundle))
   return 0

@@ -9,10 +9,8 @@ and why a step's rewrite was rejected (the text then stays as it was).
 from __future__ import annotations
 
 import argparse
-import pathlib
 
 from eagle_jax.commands import common
-from eagle_jax.errors import EagleError
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -25,31 +23,20 @@ def add_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=int, default=0, help="environment sampling seed")
 
 
-def load_policy(path: pathlib.Path):
-  from eagle_jax import checkpoint
-  if not path.is_dir():
-    raise EagleError(f"checkpoint {path} not found (train first, or pass --checkpoint)")
-  if any(p.name.isdigit() for p in path.iterdir()):  # A training checkpoint directory.
-    with checkpoint.Checkpointer(path) as ckpt:
-      step = ckpt.latest_step()
-      return ckpt.restore({"params": ckpt.abstract_params(step)}, step).params["policy"]
-  return checkpoint.load_exported(path, None)["policy"]  # Shapes from the saved metadata.
-
-
 def run(args) -> int:
-  from eagle_jax import candidates, prepared, rollout, train
-  config = common.config_from_args(args)
+  from eagle_jax import anchors, checkpoint, prepared, rollout, run_folder, runtime, train
+  config = common.config_from_args(args, announce=False)
   world = prepared.load(config)
   item = world.item_of_query(args.movie)
   world.user_row(args.user)  # Fails early with the valid id range.
-  environment = common.build_environment(config)
-  table = candidates.single_anchor(world, config, item, args.user,
-                                   common.action_generator(environment, config))
-  runner = common.make_runner(config, world, table, environment)
+  path = args.checkpoint or run_folder.RunFolder(config) / run_folder.CHECKPOINTS
+  policy = checkpoint.restore_params(path)["policy"]
+  environment = runtime.build_environment(config)
+  table = anchors.single_anchor(world, config, item, args.user,
+                                runtime.action_generator(environment, config))
+  runner = runtime.make_runner(config, world, table, environment)
   scorer, _ = train.networks(config, config.rl.horizon)
-  path = pathlib.Path(args.checkpoint) if args.checkpoint else common.workdir(config) / "checkpoints"
-  policy = load_policy(path)
-  ep = runner.run([0], rollout.scorer_policy(scorer, policy, runner, greedy=True), seed=args.seed)
+  ep = runner.run([0], rollout.scorer_policy(scorer, policy, greedy=True), seed=args.seed)
   print(f"{world.title(item)} for user {args.user}")
   for t in range(config.rl.horizon + 1):
     print(f"\nx_{t}: U = {ep.utility[0, t]:.3f} (rating {ep.rating[0, t]:.3f}, "

@@ -38,42 +38,25 @@ def _print_power(diff: dict, episodes_per_pair: int) -> None:
     print(f"  detecting {diff['mean']:+.3f} at 80% power needs ~{anchors} held-out anchors{per}")
 
 
-def environment_name(config) -> str:
-  if config.env.kind == "synthetic":
-    return f"synthetic (rho {config.env.synthetic_rho})"
-  return config.llm.model
-
-
 def run(args) -> int:
   import numpy as np
 
-  from eagle_jax import artifacts, distributed, evaluate, report, train
+  from eagle_jax import distributed, prepared, run_folder, runtime, stages, train
   distributed.initialize()
-  config = common.config_from_args(args)
-  workdir = common.workdir(config)
-  world, table, runner = common.load_runner(config)
-  scorer, _ = train.networks(config, config.rl.horizon)
-  ref_params = train.load_params(workdir / "reference" / config.reference.kind,
-                                 train.abstract_scorer_params(config, world, table, scorer))
-  mesh = distributed.make_mesh()
-  policy, _, history = train.train(config, runner, ref_params, mesh, resume=args.resume)
+  config = common.config_from_args(args, announce=distributed.is_main_process())
+  world = prepared.load(config)
+  table = stages.load_anchors(config)
+  ref_params = stages.load_reference(config, world, table)
+  environment = runtime.build_environment(config, world, table)
+  common.print_environment(environment, config)
+  runner = runtime.make_runner(config, world, table, environment)
+  policy, _, history = train.train(config, runner, ref_params, distributed.make_mesh(),
+                                   resume=args.resume)
   if args.skip_eval or not distributed.is_main_process():
     return 0
-  heldout = table.split(heldout=True)
-  print(f"held-out comparison on {len(heldout)} unseen (movie, user) anchors:")
-  results, episodes = evaluate.compare_policies(
-      runner, scorer, policy, ref_params, heldout, episodes_per_pair=config.eval.episodes_per_pair,
-      best_of_n=config.eval.best_of_n, seed=config.seed,
-      greedy_baseline=config.eval.greedy_baseline,
-      predicted_baseline=config.eval.predicted_baseline)
-  artifacts.write_json(workdir / "eval.json", results)
+  print(f"held-out comparison on {int(table.heldout.sum())} unseen (movie, user) anchors:")
+  results, episodes = stages.evaluate(config, runner, policy, ref_params, history)
   eagle = episodes["eagle"]
-  report.write_report(
-      workdir / "report.png", history=history,
-      comparison=results,
-      catalogue_z=world.item_z, trajectories=eagle.z, anchor_z=eagle.z[:, 0],
-      title=f"EAGLE on {world.catalogue.name}: {environment_name(config)} environment, "
-            f"{config.reference.kind} reference, H={config.rl.horizon}")
   for baseline in ("random", "reference"):
     d = results["eagle"][f"minus_{baseline}"]
     print(f"EAGLE - {baseline} (paired): {d['mean']:+.3f} ± {d['ci95']:.3f}")
@@ -82,7 +65,7 @@ def run(args) -> int:
   print("predicted gain of the chosen actions (standardised; random ≈ 0): "
         + ", ".join(f"{name} {results[name]['predicted_gain']:+.3f}"
                     for name in ("eagle", "reference", "random")))
-  print(f"report: {workdir / 'report.png'}")
+  print(f"report: {run_folder.RunFolder(config) / run_folder.REPORT}")
   ex = int(np.argmax(eagle.utility[:, -1] - eagle.utility[:, 0]))
   print(f"example ({world.title(table.items[eagle.anchors[ex]])}):")
   for t, text in enumerate(eagle.texts[ex]):

@@ -17,12 +17,12 @@ import os
 import pathlib
 from typing import Iterable
 
+from eagle_jax import run_folder
 from eagle_jax.data.movielens import Catalogue, Tags, read_records
 from eagle_jax.errors import EagleError
 
 MOVIELENS = "movielens"
-DESCRIBED = "described"  # <workdir>/DESCRIBED_CSV, written by the `describe` stage.
-DESCRIBED_CSV = "descriptions.csv"
+DESCRIBED = "described"  # The run folder's descriptions CSV, written by the `describe` stage.
 PLOT_LABEL = "Plot:"
 FIELD_LABELS = ("Genres:", "Tags:", PLOT_LABEL)
 _CSV_COLUMNS = (("movieId", int), ("description", str))
@@ -107,7 +107,7 @@ def load_descriptions(spec: str, catalogue: Catalogue, num_tags: int = 5,
   if spec == MOVIELENS:
     return movielens_descriptions(catalogue, num_tags)
   if spec == DESCRIBED:
-    path = pathlib.Path(workdir) / DESCRIBED_CSV
+    path = pathlib.Path(workdir) / run_folder.DESCRIPTIONS_CSV
     if not path.is_file():
       raise EagleError(f"{path}: not found; config.data.descriptions='described' reads the "
                        "output of `python -m eagle_jax describe` (run it first, same config)")

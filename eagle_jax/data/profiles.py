@@ -11,16 +11,15 @@ import collections
 import dataclasses
 import json
 import pathlib
-import re
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from eagle_jax import artifacts
 from eagle_jax.data.descriptions import frequent_tags
 from eagle_jax.errors import EagleError
-
-GenerateFn = Callable[[list[str]], list[str]]
+from eagle_jax.llm.cleaning import strip_markup
+from eagle_jax.llm.prompting import GenerateFn
 
 # A MovieLens "genre" that is a screen format, so neither a taste nor an edit target (the
 # catalogue already drops the no-genre markers).
@@ -140,9 +139,8 @@ def summarise_profile(profile: UserProfile, generate_fn: GenerateFn) -> UserProf
 
 
 def _clean_summary(text: str) -> str:
-  """Drops markdown and preface lines ("Here is the profile:"); small LLMs add both."""
-  lines = [re.sub(r"[*_#`]+", "", line).strip() for line in text.splitlines()]
-  return " ".join(line for line in lines if line and not line.endswith(":"))
+  """The summary as one line of prose, without the markup and preface lines LLMs add."""
+  return " ".join(line.strip() for line in strip_markup(text).splitlines() if line.strip())
 
 
 class ProfileCache:

@@ -32,8 +32,8 @@ _CHUNK_FLOATS = 1 << 24
 _SCORE_FLOATS = 1 << 24
 
 
-class Ratings(NamedTuple):
-  """Observed ratings as parallel index arrays (one entry per rating)."""
+class RatingTriples(NamedTuple):
+  """Observed ratings as parallel (user, item, rating) arrays: one entry per rating."""
   user_idx: np.ndarray  # int32 [R]
   item_idx: np.ndarray  # int32 [R]
   rating: np.ndarray  # float32 [R]
@@ -46,7 +46,7 @@ class AlsModel(NamedTuple):
   train_loss: np.ndarray  # [iterations] objective after each sweep (never increases)
 
 
-def _check_ratings(user_idx, item_idx, ratings, num_users: int, num_items: int) -> Ratings:
+def _check_ratings(user_idx, item_idx, ratings, num_users: int, num_items: int) -> RatingTriples:
   """Validates user input and returns it as contiguous int32/float32 numpy arrays."""
   user_idx, item_idx, ratings = (np.asarray(a) for a in (user_idx, item_idx, ratings))
   if not (user_idx.ndim == item_idx.ndim == ratings.ndim == 1
@@ -63,10 +63,11 @@ def _check_ratings(user_idx, item_idx, ratings, num_users: int, num_items: int) 
   if not np.all(np.isfinite(ratings)):
     bad = int(np.flatnonzero(~np.isfinite(ratings))[0])
     raise EagleError(f"ratings: rating[{bad}] = {ratings[bad]} is not finite")
-  return Ratings(user_idx.astype(np.int32), item_idx.astype(np.int32), ratings.astype(np.float32))
+  return RatingTriples(user_idx.astype(np.int32), item_idx.astype(np.int32),
+                       ratings.astype(np.float32))
 
 
-def _chunked(ratings: Ratings, dim: int) -> tuple[jax.Array, ...]:
+def _chunked(ratings: RatingTriples, dim: int) -> tuple[jax.Array, ...]:
   """Pads the ratings to whole chunks and reshapes them [num_chunks, chunk] for `lax.scan`.
 
   Returns (user_idx, item_idx, rating, valid); padding rows point at index 0 with valid = 0.
@@ -169,7 +170,7 @@ def fit_als(user_idx, item_idx, ratings, num_users: int, num_items: int, *, dim:
 
 
 def split_ratings(user_idx, item_idx, ratings, test_fraction: float,
-                  seed: int) -> tuple[Ratings, Ratings]:
+                  seed: int) -> tuple[RatingTriples, RatingTriples]:
   """Holds out round(test_fraction * n_u) random ratings of each user, leaving >= 1 in train."""
   if not 0.0 < test_fraction < 1.0:
     raise EagleError(f"split_ratings: test_fraction must be in (0, 1), got {test_fraction}")
@@ -185,7 +186,7 @@ def split_ratings(user_idx, item_idx, ratings, test_fraction: float,
   rank[order] = np.arange(len(order)) - starts[data.user_idx[order]]
   num_test = np.minimum(np.floor(test_fraction * counts + 0.5), counts - 1)
   is_test = rank < num_test[data.user_idx]
-  pick = lambda m: Ratings(*(a[m] for a in data))
+  pick = lambda m: RatingTriples(*(a[m] for a in data))
   return pick(~is_test), pick(is_test)
 
 
@@ -198,7 +199,7 @@ def _hits_at_k(user_vecs, item_factors, popularity, seen, relevant, *, k: int):
   return hits(user_vecs @ item_factors.T), hits(jnp.broadcast_to(popularity, seen.shape))
 
 
-def _csr(ratings: Ratings, num_users: int) -> tuple[np.ndarray, np.ndarray]:
+def _csr(ratings: RatingTriples, num_users: int) -> tuple[np.ndarray, np.ndarray]:
   """Items grouped by user and each user's offset into them (CSR rows)."""
   order = np.argsort(ratings.user_idx, kind="stable")
   offsets = np.concatenate([[0], np.cumsum(np.bincount(ratings.user_idx, minlength=num_users))])
@@ -218,7 +219,7 @@ def _dense_rows(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray, num_items:
   return mask
 
 
-def evaluate_als(model: AlsModel, train: Ratings, test: Ratings, k: int = 10,
+def evaluate_als(model: AlsModel, train: RatingTriples, test: RatingTriples, k: int = 10,
                  relevant_rating: float = 4.0, progress: bool = True) -> dict[str, float]:
   """Held-out RMSE and recall@k against a popularity and a global-mean baseline.
 
@@ -239,7 +240,7 @@ def evaluate_als(model: AlsModel, train: Ratings, test: Ratings, k: int = 10,
   mean = float(np.mean(train.rating))
 
   relevant = test.rating >= relevant_rating
-  rel_test = Ratings(*(a[relevant] for a in test))
+  rel_test = RatingTriples(*(a[relevant] for a in test))
   num_relevant = np.bincount(rel_test.user_idx, minlength=num_users)
   eval_users = np.flatnonzero(num_relevant)
   popularity = jnp.asarray(np.bincount(train.item_idx, minlength=num_items), jnp.float32)

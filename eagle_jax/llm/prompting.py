@@ -8,9 +8,12 @@ answer is read up to the blank line that ends it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from eagle_jax.errors import EagleError
+
+# An LLM as profiles and actions call it: a batch of prompts in, one answer per prompt out.
+GenerateFn = Callable[[list[str]], list[str]]
 
 
 def has_chat_template(model) -> bool:

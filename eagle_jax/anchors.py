@@ -9,12 +9,14 @@ personalised, `eagle_jax.actions`) and their MiniLM embeddings, padded to a fixe
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
+import shutil
 
 import numpy as np
 
 from eagle_jax import actions as actions_lib
-from eagle_jax import artifacts
+from eagle_jax import artifacts, run_folder
 from eagle_jax.data import profiles as profiles_lib
 from eagle_jax.errors import EagleError
 
@@ -22,7 +24,7 @@ MIN_USER_RATINGS = 20  # Users with fewer ratings have unreliable profiles and f
 
 
 @dataclasses.dataclass(frozen=True)
-class CandidateTable:
+class AnchorTable:
   """A anchors with K (padded) candidates each."""
   items: np.ndarray          # [A] rows of Prepared.items (the anchor movies)
   user_ids: np.ndarray       # [A] MovieLens user ids
@@ -57,7 +59,7 @@ class CandidateTable:
                         profiles=np.array(self.profiles, dtype=np.str_))
 
   @classmethod
-  def load(cls, path) -> CandidateTable:
+  def load(cls, path) -> AnchorTable:
     path = pathlib.Path(path)
     if not path.is_file():
       raise EagleError(f"{path} not found: run `python -m eagle_jax actions` first")
@@ -101,22 +103,32 @@ def choose_anchors(prepared, num_anchors: int, heldout_fraction: float,
   return items, np.array(user_ids, np.int64), heldout
 
 
-def build_table(prepared, config, generate_fn=None, progress: bool = True) -> CandidateTable:
-  """Anchors, profiles and candidate actions (cached per pair, resumable), then embeddings."""
+def build_table(prepared, config, generate_fn=None, progress: bool = True) -> AnchorTable:
+  """Anchors, profiles and candidate actions (cached per pair, resumable), then embeddings.
+  Caches made with other settings are cleared first: a rebuilt table is made afresh."""
   c = config.actions
-  workdir = pathlib.Path(config.workdir)
+  folder = run_folder.RunFolder(config)
   items, user_ids, heldout = choose_anchors(prepared, c.num_anchors, c.heldout_fraction,
                                             config.seed)
   cat = prepared.catalogue
-  profile_cache = profiles_lib.ProfileCache(workdir / "profiles.json")
+  profile_meta = config.profiles.to_dict()
+  profile_cache = profiles_lib.ProfileCache(folder / run_folder.PROFILES)
+  if len(profile_cache) and profile_cache.meta != profile_meta:
+    (folder / run_folder.PROFILES).unlink()
+  profile_cache = profiles_lib.ProfileCache(folder / run_folder.PROFILES, meta=profile_meta)
   for user in profile_cache.iter_missing(sorted(set(user_ids.tolist()))):
-    profile_cache.put(profiles_lib.user_profile(cat, user))
+    profile_cache.put(profiles_lib.user_profile(cat, user, **profile_meta))
   profiles = {u: profile_cache.get(u) for u in set(user_ids.tolist())}
   movie_ids = [int(cat.movie_ids[prepared.items[i]]) for i in items]
   keys = list(zip(movie_ids, user_ids.tolist()))
+  # The candidate sets also depend on the profiles they personalise and on the LLM.
   meta = dict(num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
-              seed=config.seed)
-  cache = actions_lib.ActionCache(workdir / "actions", meta=meta)
+              seed=config.seed, profiles=profile_meta,
+              llm=None if c.source == "library" else config.llm.model)
+  cache = actions_lib.ActionCache(folder / run_folder.ACTIONS)
+  if cache.meta not in (None, json.loads(json.dumps(meta))):
+    shutil.rmtree(cache.directory)
+  cache = actions_lib.ActionCache(folder / run_folder.ACTIONS, meta=meta)
   actions_lib.fill_action_cache(
       cache, cat, keys, prepared.descriptions.texts, profiles, num_generic=c.num_generic,
       num_personalised=c.num_personalised, source=c.source, generate_fn=generate_fn,
@@ -143,53 +155,22 @@ def embed_actions(prepared, texts: list[list[str]],
 
 
 def embed_table(prepared, items, user_ids, heldout, texts: list[list[str]],
-                profiles: list[str]) -> CandidateTable:
+                profiles: list[str]) -> AnchorTable:
   """Embeds every anchor's action texts with MiniLM, padded to the longest set."""
   action_emb, mask = embed_actions(prepared, texts)
-  return CandidateTable(items=np.asarray(items), user_ids=np.asarray(user_ids),
+  return AnchorTable(items=np.asarray(items), user_ids=np.asarray(user_ids),
                         heldout=np.asarray(heldout), actions=texts, action_emb=action_emb,
                         mask=mask, profiles=profiles)
 
 
-def single_anchor(prepared, config, item: int, user_id: int, generate_fn=None) -> CandidateTable:
+def single_anchor(prepared, config, item: int, user_id: int, generate_fn=None) -> AnchorTable:
   """A one-anchor table for any (movie, user), with fresh candidates (no cache)."""
   c = config.actions
   cat = prepared.catalogue
-  profile = profiles_lib.user_profile(cat, user_id)
+  profile = profiles_lib.user_profile(cat, user_id, **config.profiles.to_dict())
   row = int(prepared.items[item])
   cs = actions_lib.candidate_actions(
       cat, row, prepared.descriptions.texts[int(cat.movie_ids[row])], profile,
       num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
       generate_fn=generate_fn, seed=config.seed)
   return embed_table(prepared, [item], [user_id], [True], [cs.actions], [profile.prompt_text])
-
-
-class Regenerator:
-  """Fresh candidates for a later state x_t (t >= 1), made the way the anchors' were:
-  library draws with a new seed, or the LLM prompted with the current description
-  (config.actions.source). Sets are cut or padded to the table's K; a state for which the
-  LLM gave no usable action keeps its anchor's set."""
-
-  def __init__(self, prepared, config, generate_fn=None):
-    self.prepared = prepared
-    self.config = config.actions
-    self.generate_fn = generate_fn
-    self._profiles: dict[int, profiles_lib.UserProfile] = {}
-
-  def __call__(self, items: np.ndarray, user_ids: np.ndarray, texts: list[str],
-               fallback: list[list[str]], seed: int,
-               width: int) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
-    """(action texts [B][<=K], embeddings [B, K, d_a], mask [B, K]) for B current states."""
-    c, cat = self.config, self.prepared.catalogue
-    sets = []
-    for item, user, text, anchor_set in zip(items, user_ids, texts, fallback):
-      user = int(user)
-      if user not in self._profiles:
-        self._profiles[user] = profiles_lib.user_profile(cat, user)
-      cs = actions_lib.candidate_actions(
-          cat, int(self.prepared.items[item]), text, self._profiles[user],
-          num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
-          generate_fn=self.generate_fn, seed=seed)
-      sets.append(cs.actions[:width] or anchor_set)
-    action_emb, mask = embed_actions(self.prepared, sets, width)
-    return sets, action_emb, mask
