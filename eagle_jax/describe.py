@@ -26,10 +26,11 @@ from typing import Callable, Sequence
 
 import tqdm
 
-from eagle_jax import artifacts, env, run_folder
+from eagle_jax import artifacts, run_folder
 from eagle_jax.data import descriptions as descriptions_lib
 from eagle_jax.data.movielens import Catalogue
 from eagle_jax.errors import EagleError
+from eagle_jax.llm import cleaning
 
 DESCRIPTIONS_CSV = run_folder.DESCRIPTIONS_CSV
 _PARTIAL = run_folder.DESCRIPTIONS_PARTIAL
@@ -112,7 +113,7 @@ def _generate_plots(config, fields, generate, workdir, key, progress) -> dict[in
   if "{fields}" not in c.prompt:
     raise EagleError(f"config.describe.prompt must contain {{fields}}; got {c.prompt!r}")
   done = _read_partial(workdir / _PARTIAL, key)
-  markers = env.instruction_markers(c.prompt)
+  markers = cleaning.instruction_markers(c.prompt)
   ids = sorted(fields)
   # Fixed batches over the sorted ids: a resumed or partial run prompts the same batches,
   # so greedy outputs are identical to an uninterrupted run's.
@@ -129,7 +130,7 @@ def _generate_plots(config, fields, generate, workdir, key, progress) -> dict[in
     seconds = time.perf_counter() - start
     lines = []
     for movie_id, raw, finished in zip(batch, out.texts, out.finished):
-      plot, reason = env.clean_output(raw, fields[movie_id], _MAX_CHARS, finished=finished,
+      plot, reason = cleaning.clean_output(raw, fields[movie_id], _MAX_CHARS, finished=finished,
                                       markers=markers)
       if reason is None and descriptions_lib.breaks_format(plot):
         reason = "format"

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eagle_jax import actions as actions_lib
-from eagle_jax import anchors, features, nets
+from eagle_jax import anchors, features, nets, runtime
 from eagle_jax.data import profiles as profiles_lib
 from eagle_jax.errors import EagleError
 
@@ -239,6 +239,20 @@ class EpisodeRunner:
     for (a, i), zi, ui, ti in zip(pairs, z, total, result.texts):
       z_next[row[a], i], utility[row[a], i], out_texts[row[a]][i] = zi, ui, ti
     return z_next, utility, out_texts
+
+
+def make_runner(config, world, table, environment=None):
+  """An episode runner in the config's environment; later states reuse their anchor's
+  candidates or get fresh ones (config.rl.candidates)."""
+  environment = environment or runtime.build_environment(config, world, table)
+  mode = config.rl.candidates
+  if mode not in ("reuse", "regenerate"):
+    raise EagleError(f"config.rl.candidates={mode!r}: expected 'reuse' or 'regenerate'")
+  regenerate = None
+  if mode == "regenerate":
+    regenerate = Regenerator(world, config, runtime.action_generator(environment, config))
+  return EpisodeRunner(world, table, environment, horizon=config.rl.horizon,
+                       personalise=config.env.personalise, regenerate=regenerate)
 
 
 # Policies -------------------------------------------------------------------------------

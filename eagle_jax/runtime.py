@@ -1,5 +1,5 @@
-"""A run's live objects, built from its config: the environment (the LLM behind a sharded
-sampler, or the synthetic one), text generation for actions, and the episode runner."""
+"""The environment a config names, built: the LLM behind a sharded sampler (for rewrites and
+for writing actions), or the synthetic one."""
 
 from __future__ import annotations
 
@@ -41,21 +41,6 @@ def make_sampler(config, batch_size: int, model: str | None = None):
   c = config.llm
   return sampler_lib.Sampler(load_model(model or c.model, dtype=c.dtype), batch_size=batch_size,
                              buckets=tuple(c.prompt_buckets), mesh=distributed.make_mesh())
-
-
-def make_runner(config, world, table, environment=None):
-  """An episode runner in the config's environment; later states reuse their anchor's
-  candidates or get fresh ones (config.rl.candidates)."""
-  from eagle_jax import anchors, rollout
-  environment = environment or build_environment(config, world, table)
-  mode = config.rl.candidates
-  if mode not in ("reuse", "regenerate"):
-    raise EagleError(f"config.rl.candidates={mode!r}: expected 'reuse' or 'regenerate'")
-  regenerate = None
-  if mode == "regenerate":
-    regenerate = anchors.Regenerator(world, config, action_generator(environment, config))
-  return rollout.EpisodeRunner(world, table, environment, horizon=config.rl.horizon,
-                               personalise=config.env.personalise, regenerate=regenerate)
 
 
 def generate_fn(environment, config):

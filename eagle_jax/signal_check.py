@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from eagle_jax import anchors, distributed, evaluate, reference, rollout, train
+from eagle_jax import anchors, design_subsets, distributed, evaluate, reference, rollout, train
 from eagle_jax.config import apply_override
 from eagle_jax.synthetic_env import SyntheticEnvironment
 
@@ -29,7 +29,7 @@ def trained_reference(config, world, table, runner, scorer):
   """One-step rollouts of the design's anchors, the design, and the reference SFT on it."""
   rows = table.design_rows(config.design.num_anchors)
   z_next, next_utility, _ = runner.one_step_all(rows, seed=config.seed)
-  subsets, _ = reference.design_subsets(z_next, table.mask[rows], config.design, config.seed)
+  subsets, _ = design_subsets.design_subsets(z_next, table.mask[rows], config.design, config.seed)
   design = {"anchors": rows, "subsets": subsets, "next_utility": next_utility}
   c = config.reference
   train_batch, heldout_batch = reference.design_batches(world, table, design, c.kind,

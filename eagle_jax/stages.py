@@ -21,8 +21,8 @@ import shutil
 import jax
 import numpy as np
 
-from eagle_jax import (anchors, artifacts, checkpoint, distributed, features, nets,
-                       reference as reference_lib, run_folder, runtime, train)
+from eagle_jax import (anchors, artifacts, checkpoint, design_subsets, distributed, features, nets,
+                       reference as reference_lib, rollout, run_folder, runtime, train)
 from eagle_jax.data import descriptions
 
 
@@ -65,17 +65,17 @@ def design(config, world, table, runner=None) -> Design:
   folder = run_folder.RunFolder(config)
   if folder.is_current("design"):
     return load_design(config)
-  runner = runner or runtime.make_runner(config, world, table)
+  runner = runner or rollout.make_runner(config, world, table)
   K = table.mask.shape[1]
   rows = table.design_rows(config.design.num_anchors)
   mask = table.mask[rows]
   steps = one_step.one_step_rollouts(
       runner, config, rows, anchors_per_call=max(1, 4 * config.llm.batch_size // K))
   z_next, next_utility, rewrites = steps.z, steps.utility, steps.texts
-  subsets, stats = reference_lib.design_subsets(z_next, mask, config.design, config.seed)
-  random = reference_lib.random_subsets(mask, config.design.subset_size, config.seed)
-  coverage = {"goptimal": reference_lib.subset_coverage(z_next, mask, subsets),
-              "random": reference_lib.subset_coverage(z_next, mask, random)}
+  subsets, stats = design_subsets.design_subsets(z_next, mask, config.design, config.seed)
+  random = design_subsets.random_subsets(mask, config.design.subset_size, config.seed)
+  coverage = {"goptimal": design_subsets.subset_coverage(z_next, mask, subsets),
+              "random": design_subsets.subset_coverage(z_next, mask, random)}
   # Does the environment follow the edits, does the action matter one step ahead, and does
   # E_D's reading of the edit predict it?
   cands = features.initial_features(world, table)[2][rows]

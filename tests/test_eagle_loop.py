@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from eagle_jax import (artifacts, distributed, env as env_lib, prepared, reference, rollout,
+from eagle_jax import (artifacts, design_subsets, distributed, env as env_lib, prepared, rollout,
                        run_folder, stages, sweep, train)
 from eagle_jax.config import load_config
 from eagle_jax.errors import EagleError
@@ -82,9 +82,9 @@ def test_design_covers_candidates_better_than_random(world, reference_params):
   _, metrics, z_next, subsets = reference_params
   assert z_next.shape == (table.num_anchors, 6, config.als.dim)
   assert subsets.shape == (table.num_anchors, config.design.subset_size)
-  goptimal = reference.subset_coverage(z_next, table.mask, subsets)
-  random = reference.subset_coverage(
-      z_next, table.mask, reference.random_subsets(table.mask, config.design.subset_size, 0))
+  goptimal = design_subsets.subset_coverage(z_next, table.mask, subsets)
+  random = design_subsets.subset_coverage(
+      z_next, table.mask, design_subsets.random_subsets(table.mask, config.design.subset_size, 0))
   assert goptimal["max_leverage"] <= random["max_leverage"] + 1e-3
   assert metrics["train_accuracy"] == 1.0  # argmax of pi_ref lies in the design subset
 

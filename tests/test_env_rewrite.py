@@ -7,7 +7,7 @@ import pytest
 
 from eagle_jax import distributed, env
 from eagle_jax.errors import EagleError
-from eagle_jax.llm import prompting
+from eagle_jax.llm import cleaning, prompting
 from eagle_jax.llm import sampler as sampler_lib
 from tests.fakes import CHAT_TEMPLATE, CannedSampler, tiny_model
 
@@ -32,7 +32,7 @@ ORIGINAL = "A detective hunts a serial arsonist through a city gripped by a summ
      "A chef opens a diner on the moon. Trouble follows!"),
 ])
 def test_clean_output_strips_wrapping(raw, expected):
-  assert env.clean_output(raw, ORIGINAL, 800) == (expected, None)
+  assert cleaning.clean_output(raw, ORIGINAL, 800) == (expected, None)
 
 
 @pytest.mark.parametrize("raw, finished, expected", [
@@ -50,17 +50,17 @@ def test_clean_output_strips_wrapping(raw, expected):
     ("A chef cooks. " * 10, True, (("A chef cooks. " * 10).strip(), "too_long")),
 ])
 def test_clean_output_flags_degenerate(raw, finished, expected):
-  assert env.clean_output(raw, ORIGINAL, 100, finished=finished) == expected
+  assert cleaning.clean_output(raw, ORIGINAL, 100, finished=finished) == expected
 
 
 def test_a_rewrite_that_quotes_its_prompt_is_a_prompt_leak():
-  markers = env.instruction_markers(env.DEFAULT_PROMPT_TEMPLATE, env.CONTEXT_TEMPLATE)
+  markers = cleaning.instruction_markers(env.DEFAULT_PROMPT_TEMPLATE, env.CONTEXT_TEMPLATE)
   assert markers == ("here is a", "rewrite the description", "keep it a", "answer with the",
                      "it is written")
   leak = "Genre: Comedy. Rewrite the description: Genre: Comedy."  # Seen from SmolLM2.
-  assert env.clean_output(leak, ORIGINAL, 800, markers=markers) == (leak, "prompt_leak")
+  assert cleaning.clean_output(leak, ORIGINAL, 800, markers=markers) == (leak, "prompt_leak")
   fine = "A comedian rewrites the rules of a small-town talent show. Chaos follows."
-  assert env.clean_output(fine, ORIGINAL, 800, markers=markers) == (fine, None)
+  assert cleaning.clean_output(fine, ORIGINAL, 800, markers=markers) == (fine, None)
 
 
 def test_rewrite_cleans_and_falls_back_to_the_input():
@@ -133,7 +133,7 @@ def test_rewrite_end_to_end_with_a_tiny_model():
                           strategy=sampler_lib.Temperature(1.0), seed=3)
   assert result.raw == direct.texts and direct.num_generated == [24, 24]
   for text, reason, raw, entity in zip(result.texts, result.degenerate, result.raw, entities):
-    cleaned, expected_reason = env.clean_output(raw, entity, 800, finished=False)
+    cleaned, expected_reason = cleaning.clean_output(raw, entity, 800, finished=False)
     assert reason == expected_reason
     assert text == (entity if reason else cleaned)
 

@@ -34,7 +34,7 @@ def run(args) -> int:
   environment = runtime.build_environment(config)
   table = anchors.single_anchor(world, config, item, args.user,
                                 runtime.action_generator(environment, config))
-  runner = runtime.make_runner(config, world, table, environment)
+  runner = rollout.make_runner(config, world, table, environment)
   scorer, _ = train.networks(config, config.rl.horizon)
   ep = runner.run([0], rollout.scorer_policy(scorer, policy, greedy=True), seed=args.seed)
   print(f"{world.title(item)} for user {args.user}")

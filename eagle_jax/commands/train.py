@@ -41,7 +41,7 @@ def _print_power(diff: dict, episodes_per_pair: int) -> None:
 def run(args) -> int:
   import numpy as np
 
-  from eagle_jax import distributed, prepared, run_folder, runtime, stages, train
+  from eagle_jax import distributed, prepared, rollout, run_folder, runtime, stages, train
   distributed.initialize()
   config = common.config_from_args(args, announce=distributed.is_main_process())
   world = prepared.load(config)
@@ -49,7 +49,7 @@ def run(args) -> int:
   ref_params = stages.load_reference(config, world, table)
   environment = runtime.build_environment(config, world, table)
   common.print_environment(environment, config)
-  runner = runtime.make_runner(config, world, table, environment)
+  runner = rollout.make_runner(config, world, table, environment)
   policy, _, history = train.train(config, runner, ref_params, distributed.make_mesh(),
                                    resume=args.resume)
   if args.skip_eval or not distributed.is_main_process():
