@@ -25,7 +25,8 @@ import jax
 import numpy as np
 import tqdm
 
-from eagle_jax import artifacts, design
+from eagle_jax.design import goptimal as design
+from eagle_jax.run import artifacts
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 

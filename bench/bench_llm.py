@@ -208,7 +208,7 @@ def main() -> int:
 
   import tqdm  # pylint: disable=g-import-not-at-top
 
-  from eagle_jax import artifacts  # pylint: disable=g-import-not-at-top
+  from eagle_jax.run import artifacts
   from eagle_jax.llm import prompting, registry  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.sampler import Sampler  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.weights import load_model  # pylint: disable=g-import-not-at-top

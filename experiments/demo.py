@@ -95,7 +95,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # The environment transition: the LLM rewrites the description following the action.
   c.env = ml_collections.ConfigDict()
-  # A described state keeps its fields: the answer is its new plot (`eagle_jax/env.py`).
+  # A described state keeps its fields: the answer is its new plot
+  # (`eagle_jax/environment/rewrite.py`).
   # Asked to "rewrite its plot", SmolLM2 and Qwen 0.5B copied it in about half the one-step
   # rewrites (rejected as echoes); this wording halved that on 12 design anchors.
   c.env.prompt_template = (
@@ -106,7 +107,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.env.personalise = False  # Put the user's profile into the rewrite prompt.
   # "llm": the environment LLM above. "synthetic": no LLM; each edit moves the text
   # embedding by the action's plus fixed noise, calibrated so the one-step gain correlates
-  # synthetic_rho with the policy's predicted-gain feature (`eagle_jax/synthetic_env.py`):
+  # synthetic_rho with the policy's predicted-gain feature (`eagle_jax/environment/synthetic.py`):
   # the check that the learner finds a signal of known strength.
   c.env.kind = "llm"
   c.env.synthetic_rho = 0.3
@@ -121,7 +122,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.actions.source = "library"  # "library" | "llm" | "mixed"
 
   # A user's profile, built from their MovieLens ratings and tags: the context of
-  # personalised actions and prompts (`eagle_jax/data/profiles.py`).
+  # personalised actions and prompts (`eagle_jax/world/profiles.py`).
   c.profiles = ml_collections.ConfigDict()
   c.profiles.like_threshold = 4.0  # Ratings >= this are loved movies.
   c.profiles.dislike_threshold = 2.5  # Ratings <= this are disliked movies.

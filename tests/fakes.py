@@ -13,8 +13,8 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from eagle_jax import nets, rl
-from eagle_jax.data.movielens import Catalogue, Ratings, Tags
+from eagle_jax.agent import nets, rl
+from eagle_jax.world.movielens import Catalogue, Ratings, Tags
 from eagle_jax.llm import model as model_lib
 from eagle_jax.llm.config import ModelConfig
 from eagle_jax.llm.sampler import SampleOutput

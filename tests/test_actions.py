@@ -15,8 +15,8 @@ from eagle_jax.actions.library import ActionLibrary, action_key
 from eagle_jax.actions.llm_source import llm_action_prompt, parse_action_list
 from eagle_jax.actions.vocabulary import (CATEGORIES, CATEGORY_DESCRIPTIONS, MOVIE_SLOTS,
                                           PROFILE_SLOTS, TEMPLATES, VOCAB)
-from eagle_jax.data.movielens import load_catalogue
-from eagle_jax.data.profiles import UserProfile, user_profile
+from eagle_jax.world.movielens import load_catalogue
+from eagle_jax.world.profiles import UserProfile, user_profile
 from eagle_jax.errors import EagleError
 from tests.fakes import tiny_catalogue, torn_write
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from eagle_jax.errors import EagleError
-from eagle_jax.latent import als
+from eagle_jax.world import als
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 ML_SMALL = SHARED / "data/movielens/ml-latest-small"

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from eagle_jax import artifacts
+from eagle_jax.run import artifacts
 
 
 def test_json_is_strict_with_undefined_statistics_as_null(tmp_path):

@@ -9,7 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from eagle_jax import checkpoint, distributed, nets, rl
+from eagle_jax import distributed
+from eagle_jax.agent import nets, rl
+from eagle_jax.run import checkpoint
 from eagle_jax.errors import EagleError
 
 CONFIG = {"rl": {"kl_coef": 0.1, "horizon": 5}, "seed": 0, "name": "test"}

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from eagle_jax import checkpoint
+from eagle_jax.run import checkpoint
 from eagle_jax.llm import model as model_lib
 from eagle_jax.llm.config import ModelConfig
 from eagle_jax.llm.weights import load_model

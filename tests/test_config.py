@@ -45,7 +45,8 @@ def test_config_is_locked_after_loading():
 
 @pytest.mark.parametrize("variant", ["", ":gpu"])
 def test_steering_experiment_can_see_the_demos_effect(variant):
-  from eagle_jax import describe, evaluate
+  from eagle_jax.loop import evaluate
+  from eagle_jax.world import describe
   c, demo = load_config("experiments/steering.py" + variant), load_config(DEMO)
   heldout = round(c.actions.num_anchors * c.actions.heldout_fraction)
   # The demo measured EAGLE - random +0.018 with a paired sd of 0.055.

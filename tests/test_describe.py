@@ -9,9 +9,11 @@ import pathlib
 import numpy as np
 import pytest
 
-from eagle_jax import describe, distributed, env, prepared
+from eagle_jax import distributed
+from eagle_jax.environment import rewrite as env
+from eagle_jax.world import describe, prepared
 from eagle_jax.config import load_config
-from eagle_jax.data import descriptions
+from eagle_jax.world import descriptions
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import sampler as sampler_lib
 from tests.fakes import CannedSampler
@@ -187,7 +189,7 @@ def test_prepare_asks_for_describe_first(config, tmp_path):
 
 def test_shipped_descriptions_of_the_demo_config_exist_and_are_in_the_format():
   config = load_config("experiments/demo.py")
-  from eagle_jax.data.movielens import load_catalogue
+  from eagle_jax.world.movielens import load_catalogue
   fields = describe.movie_fields(load_catalogue(config.data.source),
                                  config.data.min_ratings_per_movie, config.data.num_tags)
   path = describe.shipped_path(describe.fingerprint(config, fields))
@@ -204,7 +206,7 @@ def test_shipped_descriptions_of_the_demo_config_exist_and_are_in_the_format():
 @pytest.mark.slow
 def test_smollm2_regenerates_the_shipped_descriptions_exactly(tmp_path):
   """The first batch of the shipped file, written again by the real model."""
-  from eagle_jax.data.movielens import load_catalogue
+  from eagle_jax.world.movielens import load_catalogue
   from eagle_jax.llm.weights import load_model
   config = load_config("experiments/demo.py")
   fields = describe.movie_fields(load_catalogue(config.data.source),

@@ -7,9 +7,9 @@ import pathlib
 
 import pytest
 
-from eagle_jax.data.descriptions import (csv_descriptions, load_descriptions,
+from eagle_jax.world.descriptions import (csv_descriptions, load_descriptions,
                                          movielens_descriptions)
-from eagle_jax.data.movielens import load_catalogue
+from eagle_jax.world.movielens import load_catalogue
 from eagle_jax.errors import EagleError
 
 MOVIES_CSV = """movieId,title,genres

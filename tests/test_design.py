@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from eagle_jax import design
+from eagle_jax.design import goptimal as design
 from eagle_jax.errors import EagleError
 
 

@@ -11,7 +11,8 @@ import types
 import numpy as np
 import pytest
 
-from eagle_jax import artifacts, one_step, run_folder
+from eagle_jax.design import one_step
+from eagle_jax.run import artifacts, folder as run_folder
 from eagle_jax.config import load_config
 from eagle_jax.errors import EagleError
 

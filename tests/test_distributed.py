@@ -109,7 +109,7 @@ def test_two_process_update_equals_the_single_process_update(two_process_run):
   if jax.default_backend() != "cpu" or jax.device_count() < 4:
     pytest.skip("needs 4 CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)")
   _, updates = two_process_run
-  from eagle_jax import rl
+  from eagle_jax.agent import rl
   cfg, params, episodes, optimizer = rl_problem()
   mesh = distributed.make_mesh(4)
   state = rl.TrainState.create(params, optimizer, jax.random.key(0))

@@ -12,8 +12,12 @@ import jax
 import numpy as np
 import pytest
 
-from eagle_jax import (artifacts, design_subsets, distributed, env as env_lib, prepared, rollout,
-                       run_folder, stages, sweep, train)
+from eagle_jax import distributed
+from eagle_jax.design import subsets as design_subsets
+from eagle_jax.environment import rewrite as env_lib
+from eagle_jax.loop import rollout, stages, sweep, train
+from eagle_jax.run import artifacts, folder as run_folder
+from eagle_jax.world import prepared
 from eagle_jax.config import load_config
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import model as model_lib
@@ -146,7 +150,8 @@ def test_batch_not_divisible_by_the_devices_is_refused_before_any_rollout(world,
     pytest.skip("needs several devices (make test fakes 8)")
   config, _, _, runner = world
   monkeypatch.setattr(runner, "run",
-                      lambda *a, **k: pytest.fail("a rollout ran before the batch size was checked"))
+                      lambda *a, **k: pytest.fail("a rollout ran before the batch size was "
+                                                  "checked"))
   from eagle_jax.errors import EagleError
   with pytest.raises(EagleError, match=f"rl.batch_size={n + 1}: not divisible by the {n}"):
     train.train(smoke_config(tmp_path, f"rl.batch_size={n + 1}"), runner, None,
@@ -234,10 +239,12 @@ def test_stale_upstream_is_one_line_naming_the_key(world, reference_params, tmp_
   changed = smoke_config(tmp_path, "actions.num_generic=2")
   with pytest.raises(EagleError) as e:
     stages.reference(changed, w, table, progress=False)
-  assert "anchors.json is stale: made with another config (actions.num_generic: 3 -> 2)" in str(e.value)
+  assert ("anchors.json is stale: made with another config (actions.num_generic: 3 -> 2)"
+          in str(e.value))
   assert "`python -m eagle_jax actions`" in str(e.value) and "\n" not in str(e.value)
   # Another seed: the world itself is stale, refused before the catalogue is read.
-  with pytest.raises(EagleError, match="latent.json is stale: made with another config \\(seed: 0 -> 1\\)"):
+  with pytest.raises(EagleError,
+                     match="latent.json is stale: made with another config \\(seed: 0 -> 1\\)"):
     prepared.load(smoke_config(tmp_path, "seed=1"))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from eagle_jax import distributed, env
+from eagle_jax import distributed
+from eagle_jax.environment import rewrite as env
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import cleaning, prompting
 from eagle_jax.llm import sampler as sampler_lib

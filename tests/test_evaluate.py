@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from eagle_jax import evaluate, rollout
+from eagle_jax.loop import evaluate, rollout
 
 
 def make_episodes(gains, chosen, masks=None, rejected=None, utility=None) -> rollout.Episodes:

@@ -1,4 +1,5 @@
-"""Network inputs (`eagle_jax.features`) and the design's anchor subset, on tiny dummies."""
+"""Network inputs (`eagle_jax.environment.features`) and the design's anchor subset, on tiny
+dummies."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eagle_jax import features
-from eagle_jax.anchors import AnchorTable
-from eagle_jax.latent import utility as utility_lib
+from eagle_jax.environment import features
+from eagle_jax.actions.anchors import AnchorTable
+from eagle_jax.world import utility as utility_lib
 
 D_EMB, D, K = 6, 3, 4
 

@@ -7,7 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eagle_jax import distributed, features, nets, reference, rl, rollout, train
+from eagle_jax import distributed
+from eagle_jax.agent import nets, reference, rl
+from eagle_jax.environment import features
+from eagle_jax.loop import rollout, train
 from eagle_jax.errors import EagleError
 
 D_S, D_U, D_A, K, H = 6, 3, 5, 4, 2

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from eagle_jax.artifacts import read_npz
+from eagle_jax.run.artifacts import read_npz
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import model, registry, tokenizer, weights
 from eagle_jax.llm.config import ModelConfig

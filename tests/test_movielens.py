@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from eagle_jax.data.movielens import load_catalogue
+from eagle_jax.world.movielens import load_catalogue
 from eagle_jax.errors import EagleError
 
 # A tiny ml-latest-format directory, unsorted, with the awkward cases of the real files:

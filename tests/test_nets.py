@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eagle_jax import nets
+from eagle_jax.agent import nets
 
 D_S, D_U, D_A, K = 6, 3, 5, 4
 

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from eagle_jax.data.profiles import (ProfileCache, UserProfile, summarise_profile,
+from eagle_jax.world.profiles import (ProfileCache, UserProfile, summarise_profile,
                                      summarise_profiles, user_profile)
 from eagle_jax.errors import EagleError
 from tests.fakes import tiny_catalogue, torn_write

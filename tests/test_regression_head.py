@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eagle_jax import artifacts
+from eagle_jax.run import artifacts
 from eagle_jax.errors import EagleError
-from eagle_jax.latent import regression_head as rh
+from eagle_jax.world import regression_head as rh
 
 
 def _split(x, z, n_train):

@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from eagle_jax import distributed, nets, rl
+from eagle_jax import distributed
+from eagle_jax.agent import nets, rl
 from eagle_jax.errors import EagleError
 
 D_S, D_U, D_A, K, H = 6, 3, 5, 4, 3

@@ -7,10 +7,11 @@ encoder; no LLM."""
 import numpy as np
 import pytest
 
-from eagle_jax import prepared, rollout, signal_check
+from eagle_jax.loop import rollout, signal_check
+from eagle_jax.world import prepared
 from eagle_jax.config import load_config
 from eagle_jax.errors import EagleError
-from eagle_jax.synthetic_env import SyntheticEnvironment
+from eagle_jax.environment.synthetic import SyntheticEnvironment
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ that no swept key reads runs once."""
 
 import pytest
 
-from eagle_jax import sweep
+from eagle_jax.loop import sweep
 from eagle_jax.cli import build_parser, main, split_overrides
 from eagle_jax.config import load_config
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from eagle_jax import artifacts
+from eagle_jax.run import artifacts
 from eagle_jax.errors import EagleError
-from eagle_jax.latent import text_encoder as te
+from eagle_jax.world import text_encoder as te
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "minilm_reference.npz"
 TINY = dict(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from eagle_jax.errors import EagleError
-from eagle_jax.latent.utility import batched_utility, utility
+from eagle_jax.world.utility import batched_utility, utility
 
 # Distances from z = (1, 0): c0 1, c1 2, c2 sqrt(17), c3 sqrt(20), c4 sqrt(181).
 CATALOGUE = jnp.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [3.0, 4.0], [10.0, 10.0]])

@@ -26,7 +26,7 @@ import transformers
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 # pylint: disable=g-import-not-at-top,wrong-import-position  # After the sys.path insert.
-from eagle_jax.artifacts import write_npz
+from eagle_jax.run.artifacts import write_npz
 from eagle_jax.llm import registry
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

@@ -1,6 +1,6 @@
 """Writes tests/fixtures/minilm_reference.npz: sentence-transformers embeddings of a few texts.
 
-The Flax text encoder (`eagle_jax.latent.text_encoder`) is tested against this fixture, so
+The Flax text encoder (`eagle_jax.world.text_encoder`) is tested against this fixture, so
 the tests never need torch. Run it with the side venv that has torch + sentence-transformers:
 
   .venv-bench/bin/python tools/make_minilm_fixture.py
@@ -19,7 +19,7 @@ import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from eagle_jax import artifacts  # pylint: disable=g-import-not-at-top
+from eagle_jax.run import artifacts
 
 OUT = REPO / "tests" / "fixtures" / "minilm_reference.npz"
 MAX_LENGTH = 256  # sentence-transformers' max_seq_length for this model.

@@ -1,4 +1,5 @@
-"""Candidate actions A(x, u): the edit prompts the policy chooses from (paper §4.3, §5.1).
+"""Candidate actions A(x, u) (stage 3): the edit prompts the policy chooses from (paper
+§4.3, §5.1), and `anchors`, the table of (movie, user) episodes with their embedded sets.
 
 `vocabulary` holds what an action is made of (kinds, categories, word limits, verbs, slot
 words and templates); `library` fills the templates from the movie and the user profile;

@@ -8,10 +8,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import tqdm
 
-from eagle_jax import artifacts
+from eagle_jax.run import artifacts
 from eagle_jax.actions.candidate_set import CandidateSet, candidate_actions
 from eagle_jax.actions.library import ActionLibrary
-from eagle_jax.data.profiles import UserProfile
+from eagle_jax.world.profiles import UserProfile
 from eagle_jax.errors import EagleError
 
 Key = tuple[int, int]  # (movie_id, user_id)

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 from eagle_jax.actions.library import ActionLibrary, action_key
 from eagle_jax.actions.llm_source import PROMPT_EXAMPLES, llm_action_prompt, parse_action_list
 from eagle_jax.actions.vocabulary import ACTION_KINDS, CATEGORIES
-from eagle_jax.data.profiles import UserProfile
+from eagle_jax.world.profiles import UserProfile
 from eagle_jax.errors import EagleError
 from eagle_jax.llm.prompting import GenerateFn
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from eagle_jax.actions.vocabulary import (CATEGORIES, MAX_ACTION_WORDS, MIN_ACTION_WORDS,
                                           TEMPLATES, VOCAB)
-from eagle_jax.data.descriptions import frequent_tags
-from eagle_jax.data.profiles import UserProfile, content_genres
+from eagle_jax.world.descriptions import frequent_tags
+from eagle_jax.world.profiles import UserProfile, content_genres
 
 # Genre names as they read inside a sentence ("a noir film", "a children's film").
 _GENRE_WORDS = {"Children": "children's", "Children's": "children's", "Film-Noir": "noir",

@@ -11,7 +11,7 @@ import re
 from eagle_jax.actions.library import action_key
 from eagle_jax.actions.vocabulary import (CATEGORIES, CATEGORY_DESCRIPTIONS, MAX_ACTION_WORDS,
                                           MIN_ACTION_WORDS, VERBS)
-from eagle_jax.data.profiles import UserProfile
+from eagle_jax.world.profiles import UserProfile
 from eagle_jax.errors import EagleError
 from eagle_jax.llm.cleaning import strip_markup
 

@@ -17,7 +17,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from eagle_jax import prepared, run_folder, stages
+  from eagle_jax.loop import stages
+  from eagle_jax.run import folder as run_folder
+  from eagle_jax.world import prepared
   config = common.config_from_args(args)
   world = prepared.load(config)
   table = stages.actions(config, world)

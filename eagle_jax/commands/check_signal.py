@@ -6,7 +6,7 @@
 Needs `prepare` (the latent space and E_D). For each planted correlation rho between the
 policy's predicted-gain feature and the real one-step gain, it builds its own anchors (many
 held-out pairs are free without an LLM), runs the design, the reference SFT and the policy
-gradient of a real run in the synthetic environment (`eagle_jax/synthetic_env.py`), and
+gradient of a real run in the synthetic environment (`eagle_jax/environment/synthetic.py`), and
 compares EAGLE with random, its reference and the feature's argmax on held-out anchors after
 each update count. Writes <workdir>/check_signal.{json,md}. Run it before spending
 accelerator time: a learner that does not beat random here at rho = 0.3 will not in a real
@@ -31,7 +31,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from eagle_jax import artifacts, prepared, run_folder, signal_check
+  from eagle_jax.loop import signal_check
+  from eagle_jax.run import artifacts, folder as run_folder
+  from eagle_jax.world import prepared
   from eagle_jax.errors import EagleError
   if any(not 0 < r <= 1 for r in args.rho):
     raise EagleError(f"--rho {args.rho}: every value must lie in (0, 1]")

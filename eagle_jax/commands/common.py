@@ -15,7 +15,7 @@ def config_from_args(args, extra: tuple[tuple[str, str], ...] = (), announce: bo
   """The config file plus --config.* overrides plus the flags that alias config keys. With
   `announce`, the run folder and the changes to the file's values are printed (a stage saves
   the resolved config as <workdir>/config.json with its artefacts)."""
-  from eagle_jax import run_folder
+  from eagle_jax.run import folder as run_folder
   overrides = list(args.overrides)
   for flag, key in (("workdir", "workdir"),) + extra:
     value = getattr(args, flag, None)

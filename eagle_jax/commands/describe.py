@@ -20,15 +20,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                       help="generate with the LLM even when the package ships the descriptions "
                            "of this exact config (proves they are reproduced)")
   parser.add_argument("--ship", action="store_true",
-                      help="maintainers: copy the result into eagle_jax/data/embedded as the "
+                      help="maintainers: copy the result into eagle_jax/world/embedded as the "
                            "shipped descriptions of this config")
   add_run_args(parser)
 
 
 def run(args) -> int:
-  from eagle_jax import describe, run_folder
-  from eagle_jax.runtime import make_sampler
-  from eagle_jax.data.movielens import load_catalogue
+  from eagle_jax.run import folder as run_folder
+  from eagle_jax.world import describe
+  from eagle_jax.environment.build import make_sampler
+  from eagle_jax.world.movielens import load_catalogue
   from eagle_jax.llm import sampler as sampler_lib
   config = config_from_args(args)
   c = config.describe

@@ -1,7 +1,7 @@
 """`design`: roll every candidate once through the environment, then the G-optimal design.
 
 One-step rollouts are cached per anchor under <workdir>/one_step/, keyed on what they depend
-on (`eagle_jax.one_step`): interrupt and re-run to continue; a changed config, anchor or
+on (`eagle_jax.design.one_step`): interrupt and re-run to continue; a changed config, anchor or
 prepared world re-runs the anchors it affects. The design over each anchor's next-state
 latents picks config.design.subset_size candidates; its coverage is compared with random
 subsets of the same size. Only config.design.num_anchors anchors get it (0: all): they are
@@ -23,7 +23,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
   import numpy as np
 
-  from eagle_jax import prepared, run_folder, stages
+  from eagle_jax.loop import stages
+  from eagle_jax.run import folder as run_folder
+  from eagle_jax.world import prepared
   config = common.config_from_args(args)
   world = prepared.load(config)
   table = stages.load_anchors(config)

@@ -14,7 +14,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from eagle_jax import checkpoint, run_folder
+  from eagle_jax.run import checkpoint, folder as run_folder
   config = common.config_from_args(args, announce=False)
   folder = run_folder.RunFolder(config)
   out = checkpoint.export_params(folder / run_folder.CHECKPOINTS, args.step,

@@ -1,7 +1,7 @@
 """`prepare`: MovieLens -> ALS latent space -> text encoder E_D, each stage cached in the run dir.
 
 Artefacts (all written atomically; a stage whose manifest's fingerprint matches the config
-and the upstream artefacts is reused, `eagle_jax/run_folder.py`):
+and the upstream artefacts is reused, `eagle_jax/run/folder.py`):
   latent.npz / latent.json      user and item factors, held-out RMSE and recall@k vs popularity
   text.npz / text.json          MiniLM embeddings of the item descriptions (fields and plot
                                 apart when config.encoder.plot_weight > 0)
@@ -29,7 +29,7 @@ DATA_FLAGS = (("data", "data.source"), ("descriptions", "data.descriptions"))
 
 
 def run(args) -> int:
-  from eagle_jax import prepared
+  from eagle_jax.world import prepared
   config = config_from_args(args, DATA_FLAGS)
   bundle = prepared.prepare(config, verbose=True)
   print(prepared.summary(bundle))

@@ -24,7 +24,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from eagle_jax import anchors, checkpoint, prepared, rollout, run_folder, runtime, train
+  from eagle_jax.actions import anchors
+  from eagle_jax.environment import build as runtime
+  from eagle_jax.loop import rollout, train
+  from eagle_jax.run import checkpoint, folder as run_folder
+  from eagle_jax.world import prepared
   config = common.config_from_args(args, announce=False)
   world = prepared.load(config)
   item = world.item_of_query(args.movie)

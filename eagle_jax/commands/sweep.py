@@ -25,7 +25,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-  from eagle_jax import sweep
+  from eagle_jax.loop import sweep
   from eagle_jax.commands import COMMANDS
   stages = [s for s in args.stages.split(",") if s]
   unknown = [s for s in stages if s not in COMMANDS or s == "sweep"]

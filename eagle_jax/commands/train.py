@@ -26,7 +26,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def _print_power(diff: dict, episodes_per_pair: int) -> None:
   """Whether the held-out comparison could see EAGLE - random: the effect it detects at 80%
   power, and the held-out anchors that detecting the observed difference would take."""
-  from eagle_jax import evaluate
+  from eagle_jax.loop import evaluate
   print(f"  sd {diff['sd']:.3f} over n = {diff['n']} paired episodes: detectable at 80% "
         f"power {diff['detectable_80']:.3f}")
   if diff["mean"] != 0 and diff["sd"] > 0:  # Else nothing to size (or no sd: n < 2).
@@ -41,7 +41,11 @@ def _print_power(diff: dict, episodes_per_pair: int) -> None:
 def run(args) -> int:
   import numpy as np
 
-  from eagle_jax import distributed, prepared, rollout, run_folder, runtime, stages, train
+  from eagle_jax import distributed
+  from eagle_jax.environment import build as runtime
+  from eagle_jax.loop import rollout, stages, train
+  from eagle_jax.run import folder as run_folder
+  from eagle_jax.world import prepared
   distributed.initialize()
   config = common.config_from_args(args, announce=distributed.is_main_process())
   world = prepared.load(config)

@@ -20,7 +20,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
   import numpy as np
 
-  from eagle_jax import prepared, run_folder, stages
+  from eagle_jax.loop import stages
+  from eagle_jax.run import folder as run_folder
+  from eagle_jax.world import prepared
   config = common.config_from_args(args, (("kind", "reference.kind"),))
   world = prepared.load(config)
   table = stages.load_anchors(config)

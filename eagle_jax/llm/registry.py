@@ -10,7 +10,7 @@ import importlib.util
 import os
 import pathlib
 
-from eagle_jax.artifacts import atomic_path
+from eagle_jax.run.artifacts import atomic_path
 from eagle_jax.errors import EagleError
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
