@@ -42,7 +42,7 @@ print("RESULT " + json.dumps({
     **{k: np.asarray(v).tolist() for k, v in stats.items()}}), flush=True)
 
 # The sharded RL update over both hosts: each passes its half of the episodes.
-from eagle_jax import rl
+from eagle_jax.agent import rl
 from tests.fakes import flat_params, rl_problem
 cfg, params, episodes, optimizer = rl_problem()
 rows = len(episodes.chosen) // 2

@@ -290,7 +290,7 @@ def test_embedded_default():
 
 
 def test_embedded_files_are_the_grouplens_files(repo_root, shared_dir):
-  embedded = repo_root / "eagle_jax" / "data" / "embedded"
+  embedded = repo_root / "eagle_jax" / "world" / "embedded"
   # Only what GroupLens lets us redistribute, and only what is used (no links.csv), plus the
   # `describe` stage's descriptions derived from them (tests/test_describe.py checks those).
   names = sorted(p.name for p in embedded.iterdir())
