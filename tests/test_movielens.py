@@ -173,6 +173,8 @@ def _replace(directory, name, old, new):
     ("ratings.csv", "3,7,0.5", "3,99,0.5",
      r"ratings\.csv line 6: movieId 99 is not in movies\.csv"),
     ("ratings.csv", "1,10,3.5,", "1,10,nan,", r"ratings\.csv line 3: rating nan is not a number"),
+    ("ratings.csv", "1,10,3.5,", "1,10,-1.0,",
+     r"ratings\.csv line 3: rating -1\.0 is outside MovieLens' 0\.5-5\.0 stars"),
     ("ratings.csv", "userId,movieId,rating,", "userId,movieId,stars,",
      r"ratings\.csv: header 'userId,movieId,stars,timestamp' lacks column\(s\) rating; "
      r"expected header userId,movieId,rating,timestamp"),
@@ -208,6 +210,20 @@ def test_bad_100k_input_names_file_and_line(ml100k_dir, name, old, new, message)
   path = ml100k_dir / name
   path.write_text(path.read_text(encoding="latin-1").replace(old, new), encoding="latin-1")
   with pytest.raises(EagleError, match=message):
+    load_catalogue(str(ml100k_dir))
+
+
+def test_a_ratings_file_cut_at_a_line_boundary_is_caught_by_the_declared_count(
+    latest_dir, ml100k_dir):
+  # GroupLens states the count (README.txt, u.info); the tiny files hold 4 and 3 ratings.
+  (latest_dir / "README.txt").write_text("It contains 4 ratings and 5 tag applications.\n")
+  assert len(load_catalogue(str(latest_dir)).ratings) == 4
+  _replace(latest_dir, "ratings.csv", "3,7,0.5,1445714994\r\n", "")
+  with pytest.raises(EagleError, match=r"ratings\.csv: 3 ratings, but README\.txt says 4: "
+                     "the file is incomplete"):
+    load_catalogue(str(latest_dir))
+  (ml100k_dir / "u.info").write_text("2 users\n4 items\n4 ratings\n")
+  with pytest.raises(EagleError, match=r"u\.data: 3 ratings, but u\.info says 4"):
     load_catalogue(str(ml100k_dir))
 
 

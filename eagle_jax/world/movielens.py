@@ -32,6 +32,7 @@ EMBEDDED = "embedded"
 EMBEDDED_NAME = "ml-latest-small"
 TFDS_PREFIX = "tfds:"
 TFDS_SIZES = ("25m", "20m", "1m", "100k", "latest-small")
+STARS = (0.5, 5.0)  # The range of a MovieLens rating (ml-100k: whole stars 1-5).
 
 # (name, type) of each column, in the order the parsed values come back.
 Column = tuple[str, type]
@@ -333,12 +334,15 @@ def _rows_of(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _check_ratings(path: pathlib.Path, ratings: Ratings, known_ids: np.ndarray, *,
                    header: bool, column: str, movies_file: str) -> None:
-  """Every rated movie must be in the movie table and every rating finite ("nan" parses);
-  the error names the rating's line."""
+  """Every rated movie must be in the movie table and every rating a number of stars in
+  MovieLens' range ("nan" parses); the error names the rating's line."""
   _, known = _rows_of(known_ids, ratings.movie_ids)
+  lo, hi = STARS
   checks = (
       (known, lambda r: f"{column} {ratings.movie_ids[r]} is not in {movies_file}"),
       (np.isfinite(ratings.values), lambda r: f"rating {ratings.values[r]} is not a number"),
+      ((ratings.values >= lo) & (ratings.values <= hi),
+       lambda r: f"rating {ratings.values[r]} is outside MovieLens' {lo}-{hi} stars"),
   )
   for ok, problem in checks:
     if not ok.all():
@@ -403,16 +407,37 @@ def _load_directory(directory: pathlib.Path, name: str) -> Catalogue:
     return None
 
   if find("movies.csv") and find("ratings.csv"):
-    return _load_latest(name, find("movies.csv"), find("ratings.csv"), find("tags.csv"))
+    catalogue = _load_latest(name, find("movies.csv"), find("ratings.csv"), find("tags.csv"))
+    _check_declared_count(catalogue, find("ratings.csv"), find("README.txt"),
+                          r"contains ([\d,]+) ratings")
+    return catalogue
   if find("u.data") and find("u.item"):
     genre_file = find("u.genre")
     if genre_file is None:
       raise EagleError(f"{directory}: ml-100k directory without u.genre; expected {_ML100K_FILES}")
-    return _load_100k(name, find("u.data"), find("u.item"), genre_file, find("u.user"))
+    catalogue = _load_100k(name, find("u.data"), find("u.item"), genre_file, find("u.user"))
+    _check_declared_count(catalogue, find("u.data"), find("u.info"), r"^(\d+) ratings")
+    return catalogue
   names = sorted(p.name for p in directory.iterdir())
   present = ", ".join(names[:8]) + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
   raise EagleError(f"{directory}: not a MovieLens directory; expected {_LATEST_FILES} or "
                    f"{_ML100K_FILES}; found {present or 'nothing'}")
+
+
+def _check_declared_count(catalogue: Catalogue, ratings_file: pathlib.Path,
+                          declaration: pathlib.Path | None, pattern: str) -> None:
+  """A ratings file cut at a line boundary parses cleanly: GroupLens states the count in the
+  directory (README.txt, u.info), so a shorter file is caught (no statement: no check)."""
+  if declaration is None:
+    return
+  with _open_text(declaration, "latin-1") as f:
+    found = re.search(pattern, f.read(), re.MULTILINE)
+  if found is None:
+    return
+  declared = int(found.group(1).replace(",", ""))
+  if len(catalogue.ratings) != declared:
+    raise EagleError(f"{ratings_file}: {len(catalogue.ratings)} ratings, but {declaration.name} "
+                     f"says {declared}: the file is incomplete or not this dataset's")
 
 
 def _load_latest(name: str, movies_file: pathlib.Path, ratings_file: pathlib.Path,
