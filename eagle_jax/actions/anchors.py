@@ -26,7 +26,7 @@ MIN_USER_RATINGS = 20  # Users with fewer ratings have unreliable profiles and f
 @dataclasses.dataclass(frozen=True)
 class AnchorTable:
   """A anchors with K (padded) candidates each."""
-  items: np.ndarray          # [A] rows of Prepared.items (the anchor movies)
+  items: np.ndarray          # [A] rows of World.items (the anchor movies)
   user_ids: np.ndarray       # [A] MovieLens user ids
   heldout: np.ndarray        # [A] bool: evaluation anchors (unseen movies)
   actions: list[list[str]]   # [A][K_a] action texts
@@ -74,25 +74,25 @@ def _ragged_to_array(rows: list[list[str]]) -> np.ndarray:
   return np.array([r + [""] * (width - len(r)) for r in rows], dtype=np.str_)
 
 
-def choose_anchors(prepared, num_anchors: int, heldout_fraction: float,
+def choose_anchors(world, num_anchors: int, heldout_fraction: float,
                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Distinct anchor movies, each paired with a user who has not rated it.
 
   Returns (items [A], user_ids [A], heldout [A]); the last round(A * fraction) are held out.
   """
-  cat = prepared.catalogue
+  cat = world.catalogue
   rng = np.random.default_rng(seed)
-  counts = np.bincount(np.searchsorted(prepared.user_ids, cat.ratings.user_ids),
-                       minlength=len(prepared.user_ids))
-  users = prepared.user_ids[counts >= MIN_USER_RATINGS]
-  if num_anchors > len(prepared.items) or not len(users):
-    raise EagleError(f"config.actions.num_anchors={num_anchors}: only {len(prepared.items)} "
+  counts = np.bincount(np.searchsorted(world.user_ids, cat.ratings.user_ids),
+                       minlength=len(world.user_ids))
+  users = world.user_ids[counts >= MIN_USER_RATINGS]
+  if num_anchors > len(world.items) or not len(users):
+    raise EagleError(f"config.actions.num_anchors={num_anchors}: only {len(world.items)} "
                      f"modelled movies and {len(users)} users with >= {MIN_USER_RATINGS} ratings")
-  items = rng.choice(len(prepared.items), size=num_anchors, replace=False)
+  items = rng.choice(len(world.items), size=num_anchors, replace=False)
   rated = set(zip(cat.ratings.user_ids.tolist(), cat.ratings.movie_ids.tolist()))
   user_ids = []
   for item in items:
-    movie_id = int(cat.movie_ids[prepared.items[item]])
+    movie_id = int(cat.movie_ids[world.items[item]])
     while True:  # A content gap is for a user who has not seen the movie.
       user = int(rng.choice(users))
       if (user, movie_id) not in rated:
@@ -103,14 +103,14 @@ def choose_anchors(prepared, num_anchors: int, heldout_fraction: float,
   return items, np.array(user_ids, np.int64), heldout
 
 
-def build_table(prepared, config, generate_fn=None, progress: bool = True) -> AnchorTable:
+def build_table(world, config, generate_fn=None, progress: bool = True) -> AnchorTable:
   """Anchors, profiles and candidate actions (cached per pair, resumable), then embeddings.
   Caches made with other settings are cleared first: a rebuilt table is made afresh."""
   c = config.actions
   folder = run_folder.RunFolder(config)
-  items, user_ids, heldout = choose_anchors(prepared, c.num_anchors, c.heldout_fraction,
+  items, user_ids, heldout = choose_anchors(world, c.num_anchors, c.heldout_fraction,
                                             config.seed)
-  cat = prepared.catalogue
+  cat = world.catalogue
   profile_meta = config.profiles.to_dict()
   profile_cache = profiles_lib.ProfileCache(folder / run_folder.PROFILES)
   if len(profile_cache) and profile_cache.meta != profile_meta:
@@ -119,7 +119,7 @@ def build_table(prepared, config, generate_fn=None, progress: bool = True) -> An
   for user in profile_cache.iter_missing(sorted(set(user_ids.tolist()))):
     profile_cache.put(profiles_lib.user_profile(cat, user, **profile_meta))
   profiles = {u: profile_cache.get(u) for u in set(user_ids.tolist())}
-  movie_ids = [int(cat.movie_ids[prepared.items[i]]) for i in items]
+  movie_ids = [int(cat.movie_ids[world.items[i]]) for i in items]
   keys = list(zip(movie_ids, user_ids.tolist()))
   # The candidate sets also depend on the profiles they personalise and on the LLM.
   meta = dict(num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
@@ -130,20 +130,20 @@ def build_table(prepared, config, generate_fn=None, progress: bool = True) -> An
     shutil.rmtree(cache.directory)
   cache = actions_lib.ActionCache(folder / run_folder.ACTIONS, meta=meta)
   actions_lib.fill_action_cache(
-      cache, cat, keys, prepared.descriptions.texts, profiles, num_generic=c.num_generic,
+      cache, cat, keys, world.descriptions.texts, profiles, num_generic=c.num_generic,
       num_personalised=c.num_personalised, source=c.source, generate_fn=generate_fn,
       seed=config.seed)
   texts = [cache.get(k).actions for k in keys]
-  return embed_table(prepared, items, user_ids, heldout, texts,
+  return embed_table(world, items, user_ids, heldout, texts,
                      [profiles[u].prompt_text for u in user_ids.tolist()])
 
 
-def embed_actions(prepared, texts: list[list[str]],
+def embed_actions(world, texts: list[list[str]],
                   width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """MiniLM embeddings [A, K, d_a] of each row's action texts and the mask [A, K], padded
   to `width` (default: the longest row)."""
   width = width or max(len(t) for t in texts)
-  emb = prepared.embed_text([a for t in texts for a in t])
+  emb = world.embed_text([a for t in texts for a in t])
   action_emb = np.zeros((len(texts), width, emb.shape[1]), np.float32)
   mask = np.zeros((len(texts), width), bool)
   start = 0
@@ -154,23 +154,23 @@ def embed_actions(prepared, texts: list[list[str]],
   return action_emb, mask
 
 
-def embed_table(prepared, items, user_ids, heldout, texts: list[list[str]],
+def embed_table(world, items, user_ids, heldout, texts: list[list[str]],
                 profiles: list[str]) -> AnchorTable:
   """Embeds every anchor's action texts with MiniLM, padded to the longest set."""
-  action_emb, mask = embed_actions(prepared, texts)
+  action_emb, mask = embed_actions(world, texts)
   return AnchorTable(items=np.asarray(items), user_ids=np.asarray(user_ids),
                         heldout=np.asarray(heldout), actions=texts, action_emb=action_emb,
                         mask=mask, profiles=profiles)
 
 
-def single_anchor(prepared, config, item: int, user_id: int, generate_fn=None) -> AnchorTable:
+def single_anchor(world, config, item: int, user_id: int, generate_fn=None) -> AnchorTable:
   """A one-anchor table for any (movie, user), with fresh candidates (no cache)."""
   c = config.actions
-  cat = prepared.catalogue
+  cat = world.catalogue
   profile = profiles_lib.user_profile(cat, user_id, **config.profiles.to_dict())
-  row = int(prepared.items[item])
+  row = int(world.items[item])
   cs = actions_lib.candidate_actions(
-      cat, row, prepared.descriptions.texts[int(cat.movie_ids[row])], profile,
+      cat, row, world.descriptions.texts[int(cat.movie_ids[row])], profile,
       num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
       generate_fn=generate_fn, seed=config.seed)
-  return embed_table(prepared, [item], [user_id], [True], [cs.actions], [profile.prompt_text])
+  return embed_table(world, [item], [user_id], [True], [cs.actions], [profile.prompt_text])

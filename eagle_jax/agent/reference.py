@@ -54,7 +54,7 @@ def sft_batch(states: np.ndarray, users: np.ndarray, candidates: np.ndarray, mas
                      targets=jnp.asarray(rep(q)))
 
 
-def design_batches(prepared, table, design: dict, kind: str, horizon: int,
+def design_batches(world, table, design: dict, kind: str, horizon: int,
                    smoothing: float = 0.0) -> tuple[rl.SFTBatch, rl.SFTBatch | None]:
   """(train, held-out) SFT batches of the design's anchors (`design.npz`: anchors, subsets,
   next_utility) for reference `kind`; held-out is None when the design has none."""
@@ -62,7 +62,7 @@ def design_batches(prepared, table, design: dict, kind: str, horizon: int,
   rows = design["anchors"]
   q = smooth(targets(kind, table.mask[rows], design["next_utility"], design["subsets"]),
              table.mask[rows], smoothing)
-  states, users, cands = features.initial_features(prepared, table)
+  states, users, cands = features.initial_features(world, table)
 
   def batch(heldout):
     keep = table.heldout[rows] == heldout
@@ -74,13 +74,13 @@ def design_batches(prepared, table, design: dict, kind: str, horizon: int,
   return batch(heldout=False), batch(heldout=True)
 
 
-def policy_entropy(prepared, table, scorer: nets.ActionScorer, params) -> dict:
+def policy_entropy(world, table, scorer: nets.ActionScorer, params) -> dict:
   """What the reference does at x_0 of EVERY anchor, not only the design's: its mean entropy
   on the training and held-out anchors (RL asks it about all of them), the entropy of a
   uniform pick, and the within-anchor correlation of its logits with the standardised
   predicted-gain feature."""
   from eagle_jax.environment import features
-  states, users, cands = features.initial_features(prepared, table)
+  states, users, cands = features.initial_features(world, table)
   A, K = table.mask.shape
   logits = np.asarray(nets.batched_logits(scorer, params, jnp.asarray(states),
                                           jnp.asarray(users), jnp.asarray(cands),

@@ -23,25 +23,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def state_features(prepared, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def state_features(world, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(features [N, 384 + d], z [N, d]): a state is its text embedding and its E_D latent."""
-  z = prepared.latent_of_embedding(emb)
+  z = world.latent_of_embedding(emb)
   return np.concatenate([emb, z], axis=-1).astype(np.float32), z
 
 
-def user_features(prepared, table) -> np.ndarray:
+def user_features(world, table) -> np.ndarray:
   """[A, d]: the ALS factor of each anchor's user."""
-  return prepared.user_z[[prepared.user_row(u) for u in table.user_ids]]
+  return world.user_z[[world.user_row(u) for u in table.user_ids]]
 
 
-def candidate_features(prepared, utility, emb: np.ndarray, z: np.ndarray, users: np.ndarray,
+def candidate_features(world, utility, emb: np.ndarray, z: np.ndarray, users: np.ndarray,
                        anchor_items: np.ndarray, action_emb: np.ndarray,
                        mask: np.ndarray) -> np.ndarray:
   """[B, K, d_a + 2 d + 1] features of each state's K candidates (zeros where masked).
 
   Args:
-    prepared: the `Prepared` domain (E_D's head).
-    utility: `prepared.utility_fn()`, U(z; u, anchor) batched over rows.
+    world: the prepared `World` (E_D's head).
+    utility: `world.utility_fn()`, U(z; u, anchor) batched over rows.
     emb: [B, d_e] text embeddings of the current states; z: [B, d] their latents.
     users: [B, d] user factors; anchor_items: [B] the anchor movie (kNN exclusion).
     action_emb: [B, K, d_a] candidate embeddings; mask: [B, K] valid candidates.
@@ -49,7 +49,7 @@ def candidate_features(prepared, utility, emb: np.ndarray, z: np.ndarray, users:
   B, K, _ = action_emb.shape
   mixed = emb[:, None, :] + action_emb
   mixed /= np.maximum(np.linalg.norm(mixed, axis=-1, keepdims=True), 1e-6)
-  z_hat = prepared.latent_of_embedding(mixed.reshape(B * K, -1).astype(np.float32))
+  z_hat = world.latent_of_embedding(mixed.reshape(B * K, -1).astype(np.float32))
   rows = np.repeat(np.arange(B), K)
   u_hat = np.asarray(utility(z_hat, users[rows], anchor_items[rows])[0]).reshape(B, K)
   u_now = np.asarray(utility(z, users, anchor_items)[0])
@@ -60,12 +60,12 @@ def candidate_features(prepared, utility, emb: np.ndarray, z: np.ndarray, users:
   return np.where(mask[..., None], feats, 0.0).astype(np.float32)
 
 
-def initial_features(prepared, table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def initial_features(world, table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(states [A, d_s], users [A, d_u], candidates [A, K, d_c]) at every anchor's x_0."""
-  emb = prepared.text_emb[table.items]
-  states, z = state_features(prepared, emb)
-  users = user_features(prepared, table)
-  return states, users, candidate_features(prepared, prepared.utility_fn(), emb, z, users,
+  emb = world.text_emb[table.items]
+  states, z = state_features(world, emb)
+  users = user_features(world, table)
+  return states, users, candidate_features(world, world.utility_fn(), emb, z, users,
                                            table.items, table.action_emb, table.mask)
 
 
@@ -221,8 +221,8 @@ def paraphrase_stability(z0: np.ndarray, z_paraphrase: np.ndarray, paraphrased: 
           "paraphrases_usable": int(paraphrased.sum()), "edits_usable": int(edited.sum())}
 
 
-def feature_dims(prepared, table) -> dict[str, int]:
+def feature_dims(world, table) -> dict[str, int]:
   """Input sizes of the scorer and value networks."""
-  d = prepared.item_z.shape[1]
-  return dict(state_dim=prepared.text_emb.shape[1] + d, user_dim=prepared.user_z.shape[1],
+  d = world.item_z.shape[1]
+  return dict(state_dim=world.text_emb.shape[1] + d, user_dim=world.user_z.shape[1],
               action_dim=table.action_emb.shape[-1] + 2 * d + 1)

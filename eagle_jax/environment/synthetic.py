@@ -77,13 +77,13 @@ class SyntheticEnvironment:
     return RewriteResult(texts=next_texts, degenerate=[None] * len(texts), raw=next_texts), new
 
   @classmethod
-  def calibrated(cls, prepared, table, rho: float, seed: int = 0,
+  def calibrated(cls, world, table, rho: float, seed: int = 0,
                  iterations: int = 40) -> SyntheticEnvironment:
     """The environment whose one-step gains correlate `rho` with the predicted-gain feature
     over the table's anchors at x_0 (bisection on log sigma)."""
     if not 0.0 < rho <= 1.0:
       raise EagleError(f"config.env.synthetic_rho={rho}: expected a correlation in (0, 1]")
-    one_step = _OneStep(prepared, table, seed)
+    one_step = _OneStep(world, table, seed)
     if rho >= one_step.correlation(0.0):
       sigma = 0.0
     else:
@@ -98,27 +98,27 @@ class SyntheticEnvironment:
 class _OneStep:
   """Every candidate of every anchor applied once to x_0, for any sigma (noise drawn once)."""
 
-  def __init__(self, prepared, table, seed: int):
-    self.prepared, self.mask = prepared, table.mask
+  def __init__(self, world, table, seed: int):
+    self.world, self.mask = world, table.mask
     A, K = table.mask.shape
     self.rows, self.cols = np.nonzero(table.mask)
-    emb = prepared.text_emb[table.items]
-    texts = [prepared.text(table.items[a]) for a in self.rows]
+    emb = world.text_emb[table.items]
+    texts = [world.text(table.items[a]) for a in self.rows]
     actions = [table.actions[a][k] for a, k in zip(self.rows, self.cols)]
     self.emb, self.action_emb = emb[self.rows], table.action_emb[self.rows, self.cols]
     self.env = SyntheticEnvironment(0.0, seed)
     self.xi = self.env.noise(texts, actions, emb.shape[1])
-    self.users = features.user_features(prepared, table)[self.rows]
+    self.users = features.user_features(world, table)[self.rows]
     self.anchor_items = table.items[self.rows]
-    utility = prepared.utility_fn()
+    utility = world.utility_fn()
     self.utility = lambda z: np.asarray(utility(z, self.users, self.anchor_items)[0])
-    self.u_now = self.utility(prepared.latent_of_embedding(self.emb))
-    self.predicted = features.initial_features(prepared, table)[2][..., -1]
+    self.u_now = self.utility(world.latent_of_embedding(self.emb))
+    self.predicted = features.initial_features(world, table)[2][..., -1]
     self.shape = (A, K)
 
   def gains(self, sigma: float) -> np.ndarray:
     env = dataclasses.replace(self.env, sigma=sigma)
-    z = self.prepared.latent_of_embedding(env.next_embeddings(self.emb, self.action_emb, self.xi))
+    z = self.world.latent_of_embedding(env.next_embeddings(self.emb, self.action_emb, self.xi))
     out = np.zeros(self.shape, np.float32)
     out[self.rows, self.cols] = self.utility(z) - self.u_now
     return out

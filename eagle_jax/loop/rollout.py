@@ -89,8 +89,8 @@ class Regenerator:
   (config.actions.source). Sets are cut or padded to the table's K; a state for which the
   LLM gave no usable action keeps its anchor's set."""
 
-  def __init__(self, prepared, config, generate_fn=None):
-    self.prepared = prepared
+  def __init__(self, world, config, generate_fn=None):
+    self.world = world
     self.config = config
     self.generate_fn = generate_fn
     self._profiles: dict[int, profiles_lib.UserProfile] = {}
@@ -99,7 +99,7 @@ class Regenerator:
                fallback: list[list[str]], seed: int,
                width: int) -> tuple[list[list[str]], np.ndarray, np.ndarray]:
     """(action texts [B][<=K], embeddings [B, K, d_a], mask [B, K]) for B current states."""
-    c, cat = self.config.actions, self.prepared.catalogue
+    c, cat = self.config.actions, self.world.catalogue
     sets = []
     for item, user, text, anchor_set in zip(items, user_ids, texts, fallback):
       user = int(user)
@@ -107,34 +107,34 @@ class Regenerator:
         self._profiles[user] = profiles_lib.user_profile(cat, user,
                                                          **self.config.profiles.to_dict())
       cs = actions_lib.candidate_actions(
-          cat, int(self.prepared.items[item]), text, self._profiles[user],
+          cat, int(self.world.items[item]), text, self._profiles[user],
           num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
           generate_fn=self.generate_fn, seed=seed)
       sets.append(cs.actions[:width] or anchor_set)
-    action_emb, mask = anchors.embed_actions(self.prepared, sets, width)
+    action_emb, mask = anchors.embed_actions(self.world, sets, width)
     return sets, action_emb, mask
 
 
 class EpisodeRunner:
   """Runs batches of episodes from anchors of a AnchorTable in the real environment."""
 
-  def __init__(self, prepared, table, env, *, horizon: int, personalise: bool,
+  def __init__(self, world, table, env, *, horizon: int, personalise: bool,
                regenerate: Regenerator | None = None):
     """regenerate: None reuses each anchor's candidates at every step; a Regenerator makes
     fresh ones for every later state x_t, t >= 1."""
-    self.prepared = prepared
+    self.world = world
     self.table = table
     self.env = env
     self.horizon = horizon
     self.personalise = personalise
     self.regenerate = regenerate
-    self._utility = prepared.utility_fn()
-    self.users = features.user_features(prepared, table)
+    self._utility = world.utility_fn()
+    self.users = features.user_features(world, table)
     # Throughput over every `step` so far: generated tokens and seconds (rewrite + E_D).
     self.env_tokens, self.env_seconds = 0, 0.0
 
   def state_features(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return features.state_features(self.prepared, emb)
+    return features.state_features(self.world, emb)
 
   def candidates(self, t: int, anchors: np.ndarray, texts: list[str], seed: int):
     """(texts [B][<=K], embeddings [B, K, d_a], mask [B, K]) of the candidates at step t."""
@@ -150,7 +150,7 @@ class EpisodeRunner:
     """What the policy sees at step t: the state and its candidates' features."""
     actions, action_emb, mask = self.candidates(t, anchors, texts, seed)
     cands = features.candidate_features(
-        self.prepared, self._utility, emb, z, self.users[anchors], self.table.items[anchors],
+        self.world, self._utility, emb, z, self.users[anchors], self.table.items[anchors],
         action_emb, mask)
     return Observation(step=t, states=feats, candidates=cands, masks=mask, actions=actions,
                        action_emb=action_emb, anchors=anchors, users=self.users[anchors],
@@ -169,7 +169,7 @@ class EpisodeRunner:
     context = [self.table.profiles[a] for a in anchors] if self.personalise else None
     start = time.perf_counter()
     result, new_emb = self.env.transition(texts, actions, context, seed=seed, emb=emb,
-                                          action_emb=action_emb, embed=self.prepared.embed_text)
+                                          action_emb=action_emb, embed=self.world.embed_text)
     seconds = time.perf_counter() - start
     self.env_tokens += result.tokens
     self.env_seconds += seconds
@@ -178,8 +178,8 @@ class EpisodeRunner:
   def run(self, anchors: np.ndarray, choose: Choose, seed: int) -> Episodes:
     anchors = np.asarray(anchors)
     B, H = len(anchors), self.horizon
-    texts = [[self.prepared.text(self.table.items[a])] for a in anchors]
-    emb = self.prepared.text_emb[self.table.items[anchors]]
+    texts = [[self.world.text(self.table.items[a])] for a in anchors]
+    emb = self.world.text_emb[self.table.items[anchors]]
     feats, z = self.state_features(emb)
     all_feats, all_z, chosen = [feats], [z], np.zeros((B, H), np.int32)
     observations, taken = [], [[] for _ in anchors]
@@ -227,10 +227,10 @@ class EpisodeRunner:
     anchors = np.asarray(anchors)
     K = self.table.mask.shape[1]
     pairs = [(a, i) for a in anchors for i in range(K) if self.table.mask[a, i]]
-    texts = [self.prepared.text(self.table.items[a]) for a, _ in pairs]
+    texts = [self.world.text(self.table.items[a]) for a, _ in pairs]
     pa, pi = np.array([a for a, _ in pairs]), np.array([i for _, i in pairs])
     result, emb, _ = self.step(texts, [self.table.actions[a][i] for a, i in pairs], pa, seed,
-                               self.prepared.text_emb[self.table.items[pa]],
+                               self.world.text_emb[self.table.items[pa]],
                                self.table.action_emb[pa, pi])
     _, z = self.state_features(emb)
     total, _, _ = self.score(z, pa)

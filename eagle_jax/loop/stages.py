@@ -121,7 +121,7 @@ def load_design(config) -> Design:
 def _paraphrase_stability(runner, rows, texts, z_next, edited, seed) -> dict:
   """Each design anchor (text `texts`) rewritten by `features.PARAPHRASE`: E_D's move
   against an edit's."""
-  world, table = runner.prepared, runner.table
+  world, table = runner.world, runner.table
   emb0 = world.text_emb[table.items[rows]]
   action_emb = np.repeat(world.embed_text([features.PARAPHRASE]), len(rows), axis=0)
   result, emb, _ = runner.step(texts, [features.PARAPHRASE] * len(rows), rows, seed, emb0,
@@ -176,7 +176,7 @@ def evaluate(config, runner, policy, ref_params, history, verbose: bool = True):
   from eagle_jax.loop import evaluate as evaluate_lib
   from eagle_jax.run import report
   folder = run_folder.RunFolder(config)
-  world, table = runner.prepared, runner.table
+  world, table = runner.world, runner.table
   scorer, _ = train.networks(config, config.rl.horizon)
   c = config.eval
   results, episodes = evaluate_lib.compare_policies(

@@ -75,7 +75,7 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
   scorer, value_net = networks(config, c.horizon)
   optimizer = rl.make_optimizer(c.policy_lr, c.value_lr, c.max_grad_norm)
   train_step = rl.make_train_step(optimizer, rl_config(config, scorer, value_net), mesh)
-  dims = features.feature_dims(runner.prepared, runner.table)
+  dims = features.feature_dims(runner.world, runner.table)
   value_params = nets.init_value(jax.random.key(config.seed + 1), value_net,
                                  state_dim=dims["state_dim"], user_dim=dims["user_dim"])
   state = rl.TrainState.create({"policy": ref_params, "value": value_params}, optimizer,

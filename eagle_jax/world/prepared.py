@@ -27,7 +27,7 @@ _apply_head = jax.jit(regression_head.apply_head)
 
 
 @dataclasses.dataclass
-class Prepared:
+class World:
   """Everything the EAGLE loop needs from the domain, indexed by `items` (modelled movies)."""
   config: object
   workdir: pathlib.Path
@@ -118,7 +118,7 @@ def _log(verbose, msg):
     print(msg, flush=True)
 
 
-def prepare(config, verbose: bool = False, build: bool = True) -> Prepared:
+def prepare(config, verbose: bool = False, build: bool = True) -> World:
   """Runs (or reuses) the latent-space and encoder stages and returns the prepared world;
   with build=False a stage that is not current is an error instead."""
   folder = run_folder.RunFolder(config)
@@ -179,13 +179,13 @@ def prepare(config, verbose: bool = False, build: bool = True) -> Prepared:
   head_metrics = folder.recorded("ed_head")
   _log(verbose, _format_head(head_metrics))
 
-  return Prepared(config=config, workdir=workdir, catalogue=catalogue, descriptions=descriptions,
+  return World(config=config, workdir=workdir, catalogue=catalogue, descriptions=descriptions,
                   user_ids=latent["user_ids"], user_z=latent["user_factors"], items=items,
                   item_z=item_z, text_emb=text["embeddings"], head_params=head_params,
                   metrics={"latent": latent_metrics, "ed_head": head_metrics})
 
 
-def load(config) -> Prepared:
+def load(config) -> World:
   """The prepared world of a finished, current `prepare`."""
   return prepare(config, build=False)
 
@@ -255,6 +255,6 @@ def _format_head(m) -> str:
           f"cosine {m['heldout_cosine']:.3f}, user rank corr {m['heldout_user_corr']:.3f}")
 
 
-def summary(p: Prepared) -> str:
+def summary(p: World) -> str:
   return (f"prepared {p.items.size} movies x {p.user_ids.size} users in a {p.item_z.shape[1]}-d "
           f"latent space; artefacts in {p.workdir}")
