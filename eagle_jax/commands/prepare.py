@@ -5,7 +5,8 @@ and the upstream artefacts is reused, `eagle_jax/run/folder.py`):
   latent.npz / latent.json      user and item factors, held-out RMSE and recall@k vs popularity
   text.npz / text.json          MiniLM embeddings of the item descriptions (fields and plot
                                 apart when config.encoder.plot_weight > 0)
-  ed_head.npz / ed_head.json    regression head text embedding -> item latent, held-out R^2, cosine, corr
+  ed_head.npz / ed_head.json    regression head text embedding -> item latent; held-out R^2,
+                                cosine, user rank corr
 """
 
 from __future__ import annotations
