@@ -201,6 +201,10 @@ def test_regenerated_candidates_at_later_states(world, reference_params):
 STAGES = ("latent", "text", "ed_head", "anchors", "design", "reference")
 
 
+def load_config_json(workdir) -> dict:
+  return artifacts.read_json(workdir / run_folder.CONFIG)
+
+
 def _fingerprints(config) -> dict:
   folder = run_folder.RunFolder(config)
   return {s: folder.recorded(s)["fingerprint"] for s in STAGES}
@@ -270,6 +274,7 @@ def test_a_stage_shared_by_a_sweep_is_reused_in_the_other_run_folder(world, refe
     sweep.share(sweep.Step(str(tmp_path), command, [], overrides, shared_from=config.workdir),
                 "experiments/demo.py:smoke")
   point = smoke_config(tmp_path, "reference.weight_decay=0.5")
+  assert load_config_json(tmp_path)["reference"]["weight_decay"] == 0.5
   design = stages.load_design(point)  # Current here, without running anything.
   np.testing.assert_array_equal(design.subsets, reference_params[3])
   prepared.load(point)

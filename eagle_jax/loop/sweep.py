@@ -82,3 +82,4 @@ def share(step: Step, config_spec: str) -> None:
   source, target = folder(step.shared_from), folder(step.workdir)
   for stage in run_folder.stages_of(step.command):
     source.copy_stage(stage, target)
+  target.save_config()  # As a stage run there would have.
