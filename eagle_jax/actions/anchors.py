@@ -9,9 +9,7 @@ personalised, `eagle_jax.actions`) and their MiniLM embeddings, padded to a fixe
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
-import shutil
 
 import numpy as np
 
@@ -112,10 +110,7 @@ def build_table(world, config, generate_fn=None, progress: bool = True) -> Ancho
                                             config.seed)
   cat = world.catalogue
   profile_meta = config.profiles.to_dict()
-  profile_cache = profiles_lib.ProfileCache(folder / run_folder.PROFILES)
-  if len(profile_cache) and profile_cache.meta != profile_meta:
-    (folder / run_folder.PROFILES).unlink()
-  profile_cache = profiles_lib.ProfileCache(folder / run_folder.PROFILES, meta=profile_meta)
+  profile_cache = profiles_lib.ProfileCache.fresh(folder / run_folder.PROFILES, profile_meta)
   for user in profile_cache.iter_missing(sorted(set(user_ids.tolist()))):
     profile_cache.put(profiles_lib.user_profile(cat, user, **profile_meta))
   profiles = {u: profile_cache.get(u) for u in set(user_ids.tolist())}
@@ -125,10 +120,7 @@ def build_table(world, config, generate_fn=None, progress: bool = True) -> Ancho
   meta = dict(num_generic=c.num_generic, num_personalised=c.num_personalised, source=c.source,
               seed=config.seed, profiles=profile_meta,
               llm=None if c.source == "library" else config.llm.model)
-  cache = actions_lib.ActionCache(folder / run_folder.ACTIONS)
-  if cache.meta not in (None, json.loads(json.dumps(meta))):
-    shutil.rmtree(cache.directory)
-  cache = actions_lib.ActionCache(folder / run_folder.ACTIONS, meta=meta)
+  cache = actions_lib.ActionCache.fresh(folder / run_folder.ACTIONS, meta)
   actions_lib.fill_action_cache(
       cache, cat, keys, world.descriptions.texts, profiles, num_generic=c.num_generic,
       num_personalised=c.num_personalised, source=c.source, generate_fn=generate_fn,

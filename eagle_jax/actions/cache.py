@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import tqdm
@@ -38,6 +39,14 @@ class ActionCache:
       raise EagleError(f"action cache {self.directory} was built with {self.meta}, not "
                        f"{dict(meta)}: delete it or choose another folder")
     self.meta = wanted
+
+  @classmethod
+  def fresh(cls, directory: str | pathlib.Path, meta: Mapping[str, Any]) -> ActionCache:
+    """The cache for `meta`, after discarding sets made with other settings."""
+    stored = cls(directory)
+    if stored.meta not in (None, json.loads(json.dumps(dict(meta)))):
+      shutil.rmtree(stored.directory)
+    return cls(directory, meta)
 
   def path(self, key: Key) -> pathlib.Path:
     movie_id, user_id = key

@@ -54,14 +54,15 @@ def sft_batch(states: np.ndarray, users: np.ndarray, candidates: np.ndarray, mas
                      targets=jnp.asarray(rep(q)))
 
 
-def design_batches(world, table, design: dict, kind: str, horizon: int,
+def design_batches(world, table, rows: np.ndarray, subsets: np.ndarray,
+                   next_utility: np.ndarray, kind: str, horizon: int,
                    smoothing: float = 0.0) -> tuple[rl.SFTBatch, rl.SFTBatch | None]:
-  """(train, held-out) SFT batches of the design's anchors (`design.npz`: anchors, subsets,
-  next_utility) for reference `kind`; held-out is None when the design has none."""
+  """(train, held-out) SFT batches of the design's anchors `rows` (with their G-optimal
+  `subsets` and one-step `next_utility`) for reference `kind`; held-out is None when the
+  design has none."""
   from eagle_jax.environment import features
-  rows = design["anchors"]
-  q = smooth(targets(kind, table.mask[rows], design["next_utility"], design["subsets"]),
-             table.mask[rows], smoothing)
+  q = smooth(targets(kind, table.mask[rows], next_utility, subsets), table.mask[rows],
+             smoothing)
   states, users, cands = features.initial_features(world, table)
 
   def batch(heldout):

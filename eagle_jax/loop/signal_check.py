@@ -34,10 +34,9 @@ def trained_reference(config, world, table, runner, scorer):
   rows = table.design_rows(config.design.num_anchors)
   z_next, next_utility, _ = runner.one_step_all(rows, seed=config.seed)
   subsets, _ = design_subsets.design_subsets(z_next, table.mask[rows], config.design, config.seed)
-  design = {"anchors": rows, "subsets": subsets, "next_utility": next_utility}
   c = config.reference
-  train_batch, heldout_batch = reference.design_batches(world, table, design, c.kind,
-                                                        config.rl.horizon, c.label_smoothing)
+  train_batch, heldout_batch = reference.design_batches(
+      world, table, rows, subsets, next_utility, c.kind, config.rl.horizon, c.label_smoothing)
   params, metrics = reference.train_reference(
       scorer, train_batch, heldout_batch, lr=c.lr, steps=c.steps, mesh=distributed.make_mesh(),
       seed=config.seed, weight_decay=c.weight_decay, progress=False)

@@ -141,8 +141,8 @@ def reference(config, world, table, progress: bool = True) -> tuple[dict, dict]:
   c = config.reference
   d = load_design(config)
   train_batch, heldout_batch = reference_lib.design_batches(
-      world, table, {"anchors": d.anchors, "subsets": d.subsets, "next_utility": d.next_utility},
-      c.kind, config.rl.horizon, c.label_smoothing)
+      world, table, d.anchors, d.subsets, d.next_utility, c.kind, config.rl.horizon,
+      c.label_smoothing)
   scorer, _ = train.networks(config, config.rl.horizon)
   params, metrics = reference_lib.train_reference(
       scorer, train_batch, heldout_batch, lr=c.lr, steps=c.steps, mesh=distributed.make_mesh(),

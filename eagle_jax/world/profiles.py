@@ -166,6 +166,13 @@ class ProfileCache:
                          f"{self.meta}: delete it or choose another path")
       self.meta = stored_meta
 
+  @classmethod
+  def fresh(cls, path: str | pathlib.Path, meta: Mapping[str, Any]) -> ProfileCache:
+    """The cache for `meta`, after discarding a file made with other settings."""
+    if len(stored := cls(path)) and stored.meta != dict(meta):
+      stored.path.unlink()
+    return cls(path, meta)
+
   def __len__(self) -> int:
     return len(self._profiles)
 
