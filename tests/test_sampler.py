@@ -3,6 +3,7 @@ seeds and device-count invariance, on a tiny random decoder with a character tok
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import string
 
@@ -10,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tqdm
 
 from eagle_jax import distributed
 from eagle_jax.llm import model as model_lib
@@ -61,23 +63,122 @@ def test_greedy_equals_naive_forward_loop(arch):
     np.testing.assert_allclose(out.logprobs[i], want, atol=1e-4)
 
 
+def _trace_counter():
+  before = dict(sampler_lib.TRACE_COUNTS)
+  def compiled():
+    return {k: sampler_lib.TRACE_COUNTS[k] - before.get(k, 0)
+            for k in ("prefill", "admit", "decode")}
+  return compiled
+
+
 def test_one_compilation_per_bucket():
   # Buckets no other test uses, so these programs are not in the jit cache yet.
   sampler = sampler_lib.Sampler(tiny_model(), buckets=(40, 72), batch_size=8)
   strategy = sampler_lib.Greedy()
-  before = dict(sampler_lib.TRACE_COUNTS)
-  def compiled():
-    return {k: sampler_lib.TRACE_COUNTS[k] - before.get(k, 0) for k in ("prefill", "decode")}
+  compiled = _trace_counter()
   sampler.sample(["short", "a bit longer than short"], max_new_tokens=5, strategy=strategy)
   sampler.sample(["different lengths", "in the same bucket, again"], max_new_tokens=9,
                  strategy=strategy)
-  assert compiled() == {"prefill": 1, "decode": 1}
-  sampler.sample(["x" * 60, "y"], max_new_tokens=9, strategy=strategy)  # Buckets 72 and 40.
-  assert compiled() == {"prefill": 2, "decode": 2}
+  assert compiled() == {"prefill": 1, "admit": 1, "decode": 1}
+  sampler.sample(["x" * 60, "y"], max_new_tokens=9, strategy=strategy)  # Cache for bucket 72.
+  assert compiled() == {"prefill": 2, "admit": 2, "decode": 2}
   # Another sampler over the same model shape reuses the programs.
   sampler_lib.Sampler(tiny_model(), buckets=(40,), batch_size=8).sample(
       ["and again"], max_new_tokens=3, strategy=strategy)
-  assert compiled() == {"prefill": 2, "decode": 2}
+  assert compiled() == {"prefill": 2, "admit": 2, "decode": 2}
+
+
+# Prompts whose greedy answers hit the EOS at different steps: slots free up unevenly.
+MANY = [f"prompt {i}: " + "ab" * (i % 5) + "xyz"[: i % 3] for i in range(11)]
+
+
+def _eos_at_varied_steps(arch: str) -> LoadedModel:
+  """The tiny model with an EOS id that ends MANY's greedy answers at different lengths."""
+  free = tiny_model(arch, eos_ids=())
+  sampler = sampler_lib.Sampler(free, buckets=(32,), batch_size=16,
+                                mesh=distributed.make_mesh(1))
+  runs = sampler.sample(MANY, max_new_tokens=12, strategy=sampler_lib.Greedy())
+  firsts = collections.Counter(t for ids in runs.token_ids for t in set(ids[2:]))
+  eos = max(firsts, key=lambda t: (0 < firsts[t] < len(MANY), firsts[t]))
+  return dataclasses.replace(free, eos_ids=(eos,))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_continuous_batching_refills_slots_and_matches_the_oracle(arch, monkeypatch):
+  lm = _eos_at_varied_steps(arch)
+  sampler = sampler_lib.Sampler(lm, buckets=(32,), batch_size=4, mesh=distributed.make_mesh(1))
+  admitted = []  # The slots of each admission.
+  admit = sampler_lib._admit
+  def counting_admit(state, cache, logits, slots, *args, **kwargs):
+    admitted.append(slots.tolist())
+    return admit(state, cache, logits, slots, *args, **kwargs)
+  monkeypatch.setattr(sampler_lib, "_admit", counting_admit)
+  out = sampler.sample(MANY, max_new_tokens=12, strategy=sampler_lib.Greedy())
+  lengths = {len(ids) for ids in out.token_ids}
+  assert len(lengths) > 2 and any(out.finished) and not all(out.finished), lengths
+  for i, prompt in enumerate(MANY):  # 11 prompts through 4 slots, each exact.
+    assert out.token_ids[i] == naive_greedy(lm, sampler.encode(prompt), 12), i
+  # 4 slots filled at once, then refilled as their prompts finished (one at a time, or all
+  # that finished on the same step; slot 4 is a dropped padding row).
+  real = [[r for r in slots if r < 4] for slots in admitted]
+  assert real[0] == [0, 1, 2, 3] and sum(map(len, real)) == len(MANY)
+  assert len(admitted) >= 4 and all(len(slots) in (1, 4) for slots in admitted)
+  # Sampled draws do not depend on the slot or the other rows either.
+  strategy = sampler_lib.Temperature(1.0)
+  wide = sampler_lib.Sampler(lm, buckets=(32,), batch_size=16, mesh=distributed.make_mesh(1))
+  assert (sampler.sample(MANY, max_new_tokens=12, strategy=strategy, seed=4).token_ids
+          == wide.sample(MANY, max_new_tokens=12, strategy=strategy, seed=4).token_ids)
+
+
+def test_no_recompilation_after_warm_up():
+  lm = _eos_at_varied_steps("llama")
+  sampler = sampler_lib.Sampler(lm, buckets=(48,), batch_size=4, mesh=distributed.make_mesh(1),
+                                prefill_chunk=8)
+  strategy = sampler_lib.Greedy()
+  sampler.sample(MANY + ["q" * 30], max_new_tokens=12, strategy=strategy)  # Warm-up.
+  compiled = _trace_counter()
+  # Other prompts, counts (as many slots: 3 to 12), lengths, EOS steps, shared prefixes and
+  # max_new_tokens (in the same output buffer).
+  sampler.sample(MANY[::-1][:7], max_new_tokens=10, strategy=strategy)
+  sampler.sample(["one"] + [m + "more" for m in MANY], max_new_tokens=12, strategy=strategy)
+  sampler.sample(["three", "short", "prompts"], max_new_tokens=3, strategy=strategy)
+  assert compiled() == {"prefill": 0, "admit": 0, "decode": 0}
+
+
+def test_shared_prefixes_groups_neighbours():
+  ids = [[1, 2, 3, 4, 5, 6], [9, 9], [1, 2, 3, 4, 7], [1, 2, 3, 4, 5, 8], [1, 2, 3]]
+  order, prefix = sampler_lib.shared_prefixes(ids, min_shared=3)
+  assert order == [4, 0, 3, 2, 1]  # Lexicographic: shared prefixes are adjacent.
+  # 0 and 3 share 5 tokens; 2 shares only 4, with nobody else; [1, 2, 3] keeps its last token.
+  assert prefix == [5, 0, 0, 5, 0]
+  assert sampler_lib.shared_prefixes(ids + [[1, 2, 3, 4, 9]], min_shared=3)[1] == [
+      5, 0, 4, 5, 0, 4]
+  assert sampler_lib.shared_prefixes(ids, min_shared=6)[1] == [0] * 5
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_shared_prefix_prefill_equals_unshared(arch):
+  lm = tiny_model(arch)
+  state = "Here is a movie description: a lonely keeper on a distant moon. Change: "
+  prompts = [state + a for a in ("darker", "funnier", "in space", "kids")]
+  prompts += ["an unrelated prompt", state[:20] + "different"]
+  sampler = sampler_lib.Sampler(lm, buckets=(128,), batch_size=4, mesh=distributed.make_mesh(1),
+                                prefill_chunk=8)
+  out = sampler.sample(prompts, max_new_tokens=8, strategy=sampler_lib.Greedy())
+  ids = [sampler.encode(p) for p in prompts]
+  shared = sampler_lib.shared_prefixes(ids, 8)[1]
+  assert shared == [len(sampler.encode(state))] * 4 + [0, 0]
+  # The 4 answers to one state prefilled its description once.
+  assert out.prefill_tokens == sum(map(len, ids)) - 3 * shared[0]
+  for i in range(len(prompts)):
+    assert out.token_ids[i] == naive_greedy(lm, ids[i], 8), i
+  unshared = sampler_lib.Sampler(lm, buckets=(128,), batch_size=4,
+                                 mesh=distributed.make_mesh(1), prefill_chunk=4096)
+  again = unshared.sample(prompts, max_new_tokens=8, strategy=sampler_lib.Greedy())
+  assert again.prefill_tokens == sum(map(len, ids))
+  assert again.token_ids == out.token_ids
+  np.testing.assert_allclose(np.concatenate(again.logprobs), np.concatenate(out.logprobs),
+                             atol=1e-5)
 
 
 def test_eos_stops_each_sequence_and_masks_the_rest():
@@ -98,22 +199,15 @@ def test_eos_stops_each_sequence_and_masks_the_rest():
   assert out.num_generated == [stop_at, 12] and out.tokens == stop_at + 1 + 12
 
   # In the device buffer, everything after the EOS is pad with log-prob 0.
-  ids = sampler.encode(prompts[0])
-  tokens = np.full((8, 32), sampler.pad_id, np.int32)
-  tokens[0, 32 - len(ids):] = ids
-  pad_len = np.full((8,), 32, np.int32)
-  pad_len[0] = 32 - len(ids)
-  active = np.arange(8) == 0
-  keys = jax.random.split(jax.random.key(0), 8)
-  program = sampler._program(sampler_lib.Greedy())
-  state = sampler_lib._prefill(sampler.params, tokens, pad_len, active, keys, program=program,
-                               cache_length=64, buffer_len=32)
-  state = jax.block_until_ready(sampler_lib._decode(sampler.params, state, 32, program=program))
-  assert int(state.step) == stop_at + 1  # The loop stopped early: every row was done.
-  row, logprobs = np.asarray(state.tokens[0]), np.asarray(state.logprobs[0])
+  run = sampler_lib._Run(sampler, [sampler.encode(prompts[0])], 32,
+                         sampler._program(sampler_lib.Greedy()), seed=0)
+  with tqdm.tqdm(disable=True) as bar:
+    run.until_all_done(bar)
+  row, logprobs = np.asarray(run.state.tokens[0]), np.asarray(run.state.logprobs[0])
+  assert int(run.state.count[0]) == stop_at + 1  # The loop stopped at the EOS, not at 32.
   assert row[:stop_at].tolist() == first[:stop_at] and row[stop_at] == eos
   assert (row[stop_at + 1:] == sampler.pad_id).all() and (logprobs[stop_at + 1:] == 0).all()
-  assert (np.asarray(state.tokens[1:]) == sampler.pad_id).all()  # Batch-padding rows.
+  assert (np.asarray(run.state.tokens[1:]) == sampler.pad_id).all()  # Empty slots.
 
 
 def test_stop_string_truncates_text_and_tokens():

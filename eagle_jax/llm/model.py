@@ -114,18 +114,24 @@ class Attention(nn.Module):
       inv_freq = rope_inv_freq(c.head_dim, c.rope_base, c.rope_scaling)
     q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
 
-    start = (0, write_index, 0, 0)
-    cache_k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
-    cache_v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+    # Query i of row r sits at cache slot write_index (+ r's entry when per row) + i.
+    query_slot = jnp.reshape(write_index, (-1, 1)) + jnp.arange(s)  # [1 or B, S]
+    if jnp.ndim(write_index) == 0:
+      start = (0, write_index, 0, 0)
+      cache_k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
+      cache_v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+    else:  # Rows at their own slots; slots past the cache are dropped, never clamped.
+      rows = jnp.arange(b)[:, None]
+      cache_k = cache["k"].at[rows, query_slot].set(k.astype(cache["k"].dtype), mode="drop")
+      cache_v = cache["v"].at[rows, query_slot].set(v.astype(cache["v"].dtype), mode="drop")
 
     q = q.reshape(b, s, c.num_kv_heads, groups, c.head_dim)
     scores = jnp.einsum("bskgd,btkd->bkgst", q, cache_k.astype(q.dtype),
                         preferred_element_type=jnp.float32) * c.attn_scale
     mask = attn_mask
-    if self.local:  # Slot distance = token distance, because pads only sit left of a row.
+    if self.local:  # Slot distance = token distance: pads never sit inside a row's tokens.
       t = cache_k.shape[1]
-      query_slot = write_index + jnp.arange(s)
-      mask = mask & ((query_slot[:, None] - jnp.arange(t)[None, :]) < c.sliding_window)[None]
+      mask = mask & ((query_slot[:, :, None] - jnp.arange(t)) < c.sliding_window)
     scores = jnp.where(mask[:, None, None], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
     out = jnp.einsum("bkgst,btkd->bskgd", probs, cache_v.astype(x.dtype))
@@ -226,7 +232,8 @@ def apply(params: Params, config: ModelConfig, tokens: jax.Array, positions: jax
     tokens: int32 [B, S].
     positions: int32 [B, S] RoPE positions (any value at pads).
     cache: from `init_cache`, T slots; write_index + S must be <= T.
-    write_index: int32 scalar, the slot of tokens[:, 0].
+    write_index: int32 scalar, the slot of tokens[:, 0]; or int32 [B], each row's own slot
+      (slots past the cache are then dropped: a padding row may run off its end).
     attn_mask: bool [B, S, T], True where query i may attend slot t (causal + padding, built
       by the caller); Gemma local layers additionally keep only slots within the window.
     logits_at: optional int32 [B, K] indices into S: return logits only there ([B, K, V]),

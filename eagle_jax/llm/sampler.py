@@ -1,17 +1,21 @@
-"""Batched, sharded sampling from the decoder: jitted prefill + one `lax.while_loop` decode.
+"""Batched, sharded sampling from the decoder: continuous batching over a static KV cache.
 
-The shape of the work is fixed so that compilations are few and reused:
-  * prompts are left-padded to the smallest of a few length buckets, positions skip the
-    padding (position = slot - pad_len), so every prompt of a bucket shares one program;
-  * the KV cache has a static length (bucket + output buffer) and the output buffer a static
-    size (max_new_tokens rounded up to `_BUFFER_MULTIPLE`); the real max_new_tokens is a
-    dynamic loop bound;
-  * the batch is padded to a power of two times the device count (at most `batch_size`)
-    and sharded over the `data` mesh axis, params replicated;
-  * the jitted phases are module-level with a static `_Program` (model config, strategy,
-    pad/EOS ids, cache dtype, mesh), so every Sampler over the same model shape reuses them.
-Per-row random keys are derived from the prompt's index in the caller's list, so a sampled
-continuation does not depend on how prompts were sorted, batched or sharded.
+A `sample` call pours its prompts through B slots (a power of two times the device count, at
+most `batch_size`, sharded over the `data` mesh axis, params replicated):
+  * a slot holds one prompt from cache slot 0, so its positions are its slots and rows need
+    no alignment; the decode `lax.while_loop` writes each row at its own slot;
+  * the loop hands back to the host when a quarter of the slots have finished: their outputs
+    are read and the next prompts are admitted into those slots (continuous batching), so a
+    long list runs at near full occupancy instead of waiting for each batch's longest row;
+  * prompts are prefilled in fixed chunks, and prompts that share a token prefix (one state
+    and K actions) prefill it once and start from a copy of its cache (`shared_prefixes`);
+  * shapes are static (slots, cache = largest prompt bucket + output buffer rounded up to
+    `_BUFFER_MULTIPLE`, chunk, admission size) and the jitted phases are module-level with a
+    static `_Program` (model config, strategy, pad/EOS ids, cache dtype, mesh), so a run
+    compiles each phase once and every Sampler over the same model shape reuses them.
+Per-row random keys are derived from the prompt's index in the caller's list and folded with
+the row's own token count, so a sampled continuation does not depend on how prompts were
+ordered, batched, refilled or sharded.
 
 Log-probs are those of the sampled tokens under the model's untempered, unfiltered
 distribution (log_softmax of the raw logits): the quantity a policy-gradient or a
@@ -144,19 +148,27 @@ class SampleOutput:
   finished: list[bool]
   prefill_s: float = 0.0
   decode_s: float = 0.0
-  prompt_tokens: int = 0  # Real (unpadded) prompt tokens prefilled.
+  prompt_tokens: int = 0  # Real (unpadded) prompt tokens.
+  prefill_tokens: int = 0  # Tokens run through prefill: a shared prefix counts once.
   tokens: int = 0  # Tokens produced by the decode loop for real prompts (EOS included).
 
 
 @flax.struct.dataclass
-class _DecodeState:
-  step: jax.Array  # [] number of tokens generated so far (= next buffer column).
+class _Slots:
+  """The decode batch: B slots, each continuing one prompt (or empty, then `done`).
+
+  Row r's prompt fills cache slots [0, length) from slot 0 and each generated token is
+  written at the next slot, so a row's position is its slot and rows need no alignment: a
+  finished row is refilled with a new prompt while the others keep decoding.
+  """
+
+  length: jax.Array  # [B] cache slots in use; `last` is written at this slot next.
+  count: jax.Array  # [B] tokens generated (= next buffer column).
   tokens: jax.Array  # [B, N] int32 output buffer, pad after EOS.
   logprobs: jax.Array  # [B, N] f32, 0 after EOS.
-  last: jax.Array  # [B] the token generated at step - 1 (input of the next model call).
-  done: jax.Array  # [B] hit EOS, or a batch-padding row.
-  pad_len: jax.Array  # [B] left padding of the prompt (slots < pad_len are never attended).
-  keys: jax.Array  # [B] per-row PRNG keys.
+  last: jax.Array  # [B] the newest token, input of the next model call.
+  done: jax.Array  # [B] hit EOS or max_new_tokens, or an empty slot.
+  keys: jax.Array  # [B, 2] uint32 per-row PRNG key data.
   cache: Any
 
 
@@ -177,77 +189,136 @@ class _Program:
   dtype: np.dtype  # KV cache dtype.
   mesh: jax.sharding.Mesh
 
-  def constrain(self, state: _DecodeState) -> _DecodeState:
-    """Batch dims on the `data` axis, the step counter replicated."""
-    batched, replicated = NamedSharding(self.mesh, P("data")), NamedSharding(self.mesh, P())
-    shardings = jax.tree.map(lambda x: replicated if x.ndim == 0 else batched, state)
-    return jax.lax.with_sharding_constraint(state, shardings)
+  def constrain(self, tree):
+    """Rows (the leading axis) on the `data` axis when they divide over it, else replicated
+    (a single-row prefix cache)."""
+    rows = jax.tree.leaves(tree)[0].shape[0]
+    spec = P("data") if rows % self.mesh.shape["data"] == 0 else P()
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(self.mesh, spec))
 
-  def step(self, state: _DecodeState, logits: jax.Array) -> _DecodeState:
-    """Samples from logits [B, V] into buffer column `state.step`; done rows get pad, 0."""
-    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(state.keys, state.step)
+  def sample(self, logits: jax.Array, keys: jax.Array, count: jax.Array):
+    """Tokens and their log-probs [k] from logits [k, V]; row keys folded with its count, so a
+    row's draws do not depend on which slot or batch it ran in."""
+    step_keys = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(keys), count)
     tokens = jax.vmap(self.strategy)(logits, step_keys)
     logprobs = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, None], axis=-1)[:, 0]
-    tokens = jnp.where(state.done, self.pad_id, tokens)
-    logprobs = jnp.where(state.done, 0.0, logprobs)
+    return tokens, logprobs
+
+  def finished(self, tokens: jax.Array, count: jax.Array, max_new_tokens) -> jax.Array:
     eos = jnp.asarray(self.eos_ids or (-1,), jnp.int32)
-    return self.constrain(state.replace(
-        step=state.step + 1,
-        tokens=jax.lax.dynamic_update_slice(state.tokens, tokens[:, None], (0, state.step)),
-        logprobs=jax.lax.dynamic_update_slice(state.logprobs, logprobs[:, None], (0, state.step)),
-        last=tokens,
-        done=state.done | jnp.isin(tokens, eos)))
+    return jnp.isin(tokens, eos) | (count >= max_new_tokens)
 
 
-@functools.partial(jax.jit, static_argnames=("program", "cache_length", "buffer_len"))
-def _prefill(params, tokens, pad_len, active, keys, *, program: _Program, cache_length: int,
-             buffer_len: int) -> _DecodeState:
-  """Runs the left-padded prompts [B, P] through the model and samples the first token."""
+@functools.partial(jax.jit, static_argnames=("program", "rows", "cache_length", "buffer"))
+def _empty(*, program: _Program, rows: int, cache_length: int, buffer: int) -> _Slots:
+  """`rows` empty slots (done, so the decode loop skips them)."""
+  zeros = jnp.zeros((rows,), jnp.int32)
+  return program.constrain(_Slots(
+      length=zeros, count=zeros, tokens=jnp.full((rows, buffer), program.pad_id, jnp.int32),
+      logprobs=jnp.zeros((rows, buffer), jnp.float32), last=zeros,
+      done=jnp.ones((rows,), bool), keys=jnp.zeros((rows, 2), jnp.uint32),
+      cache=model_lib.init_cache(program.config, rows, cache_length, program.dtype)))
+
+
+@functools.partial(jax.jit, static_argnames=("program",))
+def _stack(caches: tuple, *, program: _Program):
+  """The [k, T] cache that k prompts start from (a row per prompt: its shared prefix's, or
+  any row when it has none) and zero last-token logits [k, V]."""
+  cache = jax.tree.map(lambda *rows: jnp.concatenate(rows), *caches)
+  logits = jnp.zeros((len(caches), program.config.vocab_size), jnp.float32)
+  return program.constrain((cache, logits))
+
+
+@functools.partial(jax.jit, static_argnames=("program",), donate_argnums=(1, 5))
+def _extend(params, cache, start, tokens, lengths, last_logits, has_last, *, program: _Program):
+  """Prefills one chunk: tokens [k, C] (row r's first lengths[r] are real) at slots start[r]..
+
+  Returns the cache and last_logits [k, V], replaced by this chunk's logits at the row's
+  last real token where has_last[r] (the prompt's end lies in this chunk).
+  """
   TRACE_COUNTS["prefill"] += 1
-  batch, length = tokens.shape
-  slots = jnp.arange(length)
-  positions = jnp.maximum(slots[None, :] - pad_len[:, None], 0)
-  cache_slots = jnp.arange(cache_length)
-  # Pad queries attend to nothing; the model's finite mask value keeps them NaN-free.
-  attn_mask = ((cache_slots[None, None, :] <= slots[None, :, None])
-               & (cache_slots[None, None, :] >= pad_len[:, None, None]))
-  cache = model_lib.init_cache(program.config, batch, cache_length, program.dtype)
-  last = jnp.full((batch, 1), length - 1, jnp.int32)  # Only the last position needs logits.
-  logits, cache = model_lib.apply(params, program.config, tokens, positions, cache,
-                                  jnp.int32(0), attn_mask, logits_at=last)
-  state = _DecodeState(
-      step=jnp.int32(0),
-      tokens=jnp.full((batch, buffer_len), program.pad_id, jnp.int32),
-      logprobs=jnp.zeros((batch, buffer_len), jnp.float32),
-      last=jnp.full((batch,), program.pad_id, jnp.int32),
-      done=~active, pad_len=pad_len, keys=keys, cache=cache)
-  return program.step(state, logits[:, -1])
+  chunk = tokens.shape[1]
+  cache_length = jax.tree.leaves(cache)[0].shape[1]
+  positions = start[:, None] + jnp.arange(chunk)
+  attn_mask = jnp.arange(cache_length)[None, None, :] <= positions[:, :, None]
+  at = jnp.clip(lengths - 1, 0, chunk - 1)[:, None]  # Only the last token needs logits.
+  logits, cache = model_lib.apply(params, program.config, tokens, positions, cache, start,
+                                  attn_mask, logits_at=at)
+  return program.constrain((cache, jnp.where(has_last[:, None], logits[:, 0], last_logits)))
+
+
+@functools.partial(jax.jit, static_argnames=("program",), donate_argnums=(0,))
+def _admit(state: _Slots, cache, last_logits, slots, length, keys, max_new_tokens, *,
+           program: _Program) -> _Slots:
+  """Starts prefilled prompts in `slots` (an index past the batch drops that row): samples
+  their first token and replaces the slot's cache row, buffer and counters."""
+  TRACE_COUNTS["admit"] += 1
+  count = jnp.zeros_like(length)
+  first, logprob = program.sample(last_logits, keys, count)
+  buffer = state.tokens.shape[1]
+  put = lambda old, new: old.at[slots].set(new, mode="drop")
+  first_column = jnp.arange(buffer) == 0
+  state = state.replace(
+      length=put(state.length, length), count=put(state.count, count + 1),
+      tokens=put(state.tokens, jnp.where(first_column, first[:, None], program.pad_id)),
+      logprobs=put(state.logprobs, jnp.where(first_column, logprob[:, None], 0.0)),
+      last=put(state.last, first),
+      done=put(state.done, program.finished(first, count + 1, max_new_tokens)),
+      keys=put(state.keys, keys),
+      cache=jax.tree.map(put, state.cache, cache))
+  return program.constrain(state)
 
 
 @functools.partial(jax.jit, static_argnames=("program",), donate_argnums=(1,))
-def _decode(params, state: _DecodeState, max_new_tokens, *, program: _Program) -> _DecodeState:
-  """Generates until every row is done or max_new_tokens (dynamic) were produced."""
+def _decode(params, state: _Slots, max_new_tokens, until_done, *, program: _Program) -> _Slots:
+  """Generates until `until_done` rows are done (slots to refill) or all are."""
   TRACE_COUNTS["decode"] += 1
-  cache_length = jax.tree.leaves(state.cache)[0].shape[1]
-  prompt_length = cache_length - state.tokens.shape[1]
-  cache_slots = jnp.arange(cache_length)
+  cache_slots = jnp.arange(jax.tree.leaves(state.cache)[0].shape[1])
+  columns = jnp.arange(state.tokens.shape[1])
 
-  def cond(s: _DecodeState):
-    return (s.step < max_new_tokens) & ~jnp.all(s.done)
+  def cond(s: _Slots):
+    return ~jnp.all(s.done) & (jnp.sum(s.done) < until_done)
 
-  def body(s: _DecodeState):
-    slot = prompt_length + s.step - 1  # Cache slot of `s.last`.
-    positions = (slot - s.pad_len)[:, None]
-    attn_mask = ((cache_slots[None, :] >= s.pad_len[:, None])
-                 & (cache_slots[None, :] <= slot))[:, None, :]
-    logits, cache = model_lib.apply(params, program.config, s.last[:, None], positions,
-                                    s.cache, slot, attn_mask)
-    return program.step(s.replace(cache=cache), logits[:, 0])
+  def body(s: _Slots):
+    attn_mask = (cache_slots[None, :] <= s.length[:, None])[:, None, :]
+    logits, cache = model_lib.apply(params, program.config, s.last[:, None], s.length[:, None],
+                                    s.cache, s.length, attn_mask)
+    tokens, logprobs = program.sample(logits[:, 0], s.keys, s.count)
+    active = ~s.done
+    write = active[:, None] & (columns[None, :] == s.count[:, None])
+    step = active.astype(jnp.int32)
+    return program.constrain(s.replace(
+        length=s.length + step, count=s.count + step,
+        tokens=jnp.where(write, tokens[:, None], s.tokens),
+        logprobs=jnp.where(write, logprobs[:, None], s.logprobs),
+        last=jnp.where(active, tokens, s.last),
+        done=s.done | program.finished(tokens, s.count + 1, max_new_tokens), cache=cache))
 
   return jax.lax.while_loop(cond, body, state)
 
 
 # ------------------------------------------------------------------------------ sampler
+
+
+def shared_prefixes(ids: Sequence[Sequence[int]], min_shared: int) -> tuple[list[int], list[int]]:
+  """Which prompts share a token prefix, to prefill it once (one state, K actions).
+
+  Returns (order, prefix): the prompt indices sorted so prompts with a common prefix are
+  adjacent (lexicographic order of their ids), and for each prompt the length of the prefix
+  it shares: the longer of its common prefixes with its two neighbours when that is >=
+  min_shared, and when at least one other prompt has the same one; else 0. A prompt always
+  keeps its last token out of the prefix (its logits start the answer).
+  """
+  order = sorted(range(len(ids)), key=lambda i: (list(ids[i]), i))
+  best = [0] * len(ids)
+  for i, j in zip(order, order[1:]):
+    a, b = ids[i], ids[j]
+    common = next((n for n, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    common = min(common, len(a) - 1, len(b) - 1)
+    best[i], best[j] = max(best[i], common), max(best[j], common)
+  prefix = [p if p >= min_shared else 0 for p in best]
+  keys = collections.Counter(tuple(ids[i][:prefix[i]]) for i in range(len(ids)))
+  return order, [p if keys[tuple(ids[i][:p])] > 1 else 0 for i, p in enumerate(prefix)]
 
 
 class Sampler:
@@ -259,20 +330,22 @@ class Sampler:
   """
 
   def __init__(self, model, *, buckets: Sequence[int] = (128, 256, 512), batch_size: int = 16,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None, prefill_chunk: int = 64):
     if not buckets or min(buckets) < 1:
       raise EagleError(f"prompt buckets must be positive lengths, got {tuple(buckets)}")
+    if prefill_chunk < 1:
+      raise EagleError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
     self.model = model
     self.mesh = mesh if mesh is not None else distributed.make_mesh()
     self.num_devices = self.mesh.devices.size
     self.buckets = tuple(sorted(set(int(b) for b in buckets)))
     self.batch_size = _round_up(max(1, batch_size), self.num_devices)
+    self.prefill_chunk = prefill_chunk
     tok = model.tokenizer
     self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None
                       else (model.eos_ids[0] if model.eos_ids else 0))
     leaves = jax.tree.leaves(model.params)
     self.dtype = np.dtype(max(leaves, key=lambda x: x.size).dtype)  # The embedding's dtype.
-    self._batched = NamedSharding(self.mesh, P("data"))
     self.params = jax.device_put(model.params, NamedSharding(self.mesh, P()))
 
   def _program(self, strategy: Strategy) -> _Program:
@@ -300,50 +373,12 @@ class Sampler:
     keep_bos = self.model.add_bos and ids[0] == self.model.bos_id
     return ids[:1] + ids[len(ids) - limit + 1:] if keep_bos else ids[len(ids) - limit:]
 
-  def _bucket(self, length: int) -> int:
-    return next(b for b in self.buckets if b >= length)
-
   def _rows(self, n: int) -> int:
-    """Padded batch size: devices x a power of two, at most batch_size (few programs)."""
+    """Slots: devices x a power of two, at most batch_size (few programs)."""
     rows = self.num_devices
     while rows < n:
       rows *= 2
     return min(rows, self.batch_size)
-
-  def _plan(self, ids: list[list[int]]) -> list[tuple[int, list[int]]]:
-    """(bucket, prompt indices) batches: sorted by length so buckets fill, <= batch_size."""
-    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
-    batches = []
-    for i in order:
-      bucket = self._bucket(len(ids[i]))
-      if batches and batches[-1][0] == bucket and len(batches[-1][1]) < self.batch_size:
-        batches[-1][1].append(i)
-      else:
-        batches.append((bucket, [i]))
-    return batches
-
-  def _run_batch(self, ids: list[list[int]], bucket: int, buffer_len: int, keys: jax.Array,
-                 program: _Program, max_new_tokens: int, timing: collections.Counter):
-    """Prefill + decode of one left-padded batch; returns its tokens and log-probs [n, steps]."""
-    rows = self._rows(len(ids))
-    tokens = np.full((rows, bucket), self.pad_id, np.int32)
-    pad_len = np.full((rows,), bucket, np.int32)  # Batch-padding rows: all pad, done at once.
-    for r, row_ids in enumerate(ids):
-      pad_len[r] = bucket - len(row_ids)
-      tokens[r, pad_len[r]:] = row_ids
-    active = np.arange(rows) < len(ids)
-    args = jax.device_put((tokens, pad_len, active, keys), self._batched)
-    start = time.perf_counter()
-    state = jax.block_until_ready(_prefill(
-        self.params, *args, program=program, cache_length=bucket + buffer_len,
-        buffer_len=buffer_len))
-    timing["prefill_s"] += time.perf_counter() - start
-    start = time.perf_counter()
-    state = jax.block_until_ready(_decode(self.params, state, max_new_tokens, program=program))
-    timing["decode_s"] += time.perf_counter() - start
-    steps = int(state.step)
-    return (np.asarray(state.tokens)[:len(ids), :steps],
-            np.asarray(state.logprobs)[:len(ids), :steps])
 
   def sample(self, prompts: Sequence[str], *, max_new_tokens: int, strategy: Strategy,
              seed: int = 0, stop: Sequence[str] = (), apply_template: bool = True,
@@ -355,24 +390,14 @@ class Sampler:
     if apply_template:
       prompts = [prompting.format_prompt(self.model, p) for p in prompts]
     ids = [self._fit(self.encode(p), i) for i, p in enumerate(prompts)]
-    buffer_len = _round_up(max_new_tokens, _BUFFER_MULTIPLE)
-    program = self._program(strategy)
-    seed_key = jax.random.key(seed)
-    generated: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    timing = collections.Counter()
-    for bucket, members in tqdm.tqdm(self._plan(ids), desc="sampling", unit="batch",
-                                     disable=not progress):
-      # Row keys from the caller's prompt index: batching does not change the samples.
-      rows = self._rows(len(members))
-      indices = jnp.asarray(members + [0] * (rows - len(members)))
-      keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(seed_key, indices)
-      tokens, logprobs = self._run_batch([ids[i] for i in members], bucket, buffer_len, keys,
-                                         program, max_new_tokens, timing)
-      for r, i in enumerate(members):
-        generated[i] = tokens[r], logprobs[r]
-
-    out = SampleOutput([], [], [], [], [], [], prefill_s=timing["prefill_s"],
-                       decode_s=timing["decode_s"], prompt_tokens=sum(map(len, ids)))
+    out = SampleOutput([], [], [], [], [], [], prompt_tokens=sum(map(len, ids)))
+    if not ids:
+      return out
+    run = _Run(self, ids, max_new_tokens, self._program(strategy), seed)
+    with tqdm.tqdm(total=len(ids), desc="sampling", unit="prompt", disable=not progress) as bar:
+      generated = run.until_all_done(bar)
+    out.prefill_s, out.decode_s = run.timing["prefill_s"], run.timing["decode_s"]
+    out.prefill_tokens = run.timing["prefill_tokens"]
     for i in range(len(ids)):
       text, token_ids, logprobs, finished, produced = self._postprocess(*generated[i], stop)
       out.texts.append(text)
@@ -405,6 +430,121 @@ class Sampler:
           hi = mid - 1
       ids = ids[:lo]
     return text, ids, logprobs[:len(ids)].copy(), finished, produced
+
+
+class _Run:
+  """One `sample` call: a queue of prompts flowing through the sampler's slots.
+
+  Continuous batching: the decode loop returns to the host when a quarter of the slots (or
+  as many as prompts wait) have finished; their outputs are read, and the next prompts are
+  prefilled (in chunks of `prefill_chunk` tokens, on top of their shared prefix's cache) and
+  admitted into the freed slots, so a long list runs at near full occupancy. Programs depend
+  only on the slot count and the cache length (largest prompt bucket + output buffer):
+  whatever the prompts, a run compiles one decode, two admission (a first fill, a refill) and
+  three prefill programs (those two, and a shared prefix's single row).
+  """
+
+  def __init__(self, sampler: Sampler, ids: list[list[int]], max_new_tokens: int,
+               program: _Program, seed: int):
+    self.sampler, self.ids, self.program = sampler, ids, program
+    self.max_new_tokens = max_new_tokens
+    self.rows = sampler._rows(len(ids))
+    # Refills admit a quarter of the slots at a time (a multiple of the data axis, so their
+    # prefill is sharded); the first fill takes all slots at once: two admission programs.
+    self.unit = min(self.rows, _round_up(max(1, self.rows // 4), sampler.mesh.shape["data"]))
+    buffer = _round_up(max_new_tokens, _BUFFER_MULTIPLE)
+    bucket = next(b for b in sampler.buckets if b >= max(map(len, ids)))
+    cache_length = bucket + buffer
+    self.state = _empty(program=program, rows=self.rows, cache_length=cache_length,
+                        buffer=buffer)
+    self.blank = _empty(program=program, rows=1, cache_length=cache_length, buffer=1).cache
+    order, self.prefix = shared_prefixes(ids, sampler.prefill_chunk)
+    self.queue = collections.deque(order)
+    self.waiting = collections.Counter(self._prefix_key(i) for i in order)
+    self.prefixes: dict[tuple[int, ...], Any] = {}  # Prefilled shared prefixes in use.
+    # Row keys from the caller's prompt index: batching does not change the samples.
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.key(seed),
+                                                            jnp.arange(len(ids)))
+    self.keys = np.asarray(jax.random.key_data(keys))
+    self.timing = collections.Counter()
+
+  def _prefix_key(self, i: int) -> tuple[int, ...]:
+    return tuple(self.ids[i][:self.prefix[i]])
+
+  def until_all_done(self, bar) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Runs every prompt; returns {prompt index: (tokens, log-probs)} as generated."""
+    owner = [-1] * self.rows  # The prompt each slot holds.
+    generated = {}
+    while self.queue or max(owner) >= 0:
+      free = [r for r, i in enumerate(owner) if i < 0]
+      while self.queue and free:
+        n = min(len(free), len(self.queue))
+        size = self.unit if n <= self.unit else self.rows
+        members = [self.queue.popleft() for _ in range(n)]
+        self._admit(members, free[:n], size)
+        for r, i in zip(free, members):
+          owner[r] = i
+        free = free[n:]
+      until = min(self.unit, len(self.queue)) if self.queue else self.rows
+      start = time.perf_counter()
+      self.state = jax.block_until_ready(_decode(
+          self.sampler.params, self.state, self.max_new_tokens, max(until, 1),
+          program=self.program))
+      self.timing["decode_s"] += time.perf_counter() - start
+      done = np.asarray(self.state.done)
+      finished = [r for r, i in enumerate(owner) if i >= 0 and done[r]]
+      if finished:
+        count = np.asarray(self.state.count)
+        tokens, logprobs = np.asarray(self.state.tokens), np.asarray(self.state.logprobs)
+        for r in finished:
+          generated[owner[r]] = tokens[r, :count[r]], logprobs[r, :count[r]]
+          owner[r] = -1
+        bar.update(len(finished))
+    return generated
+
+  def _admit(self, members: list[int], slots: list[int], size: int):
+    """Prefills `members` and starts them in `slots` (as `size` rows, padded)."""
+    start = time.perf_counter()
+    padding = size - len(members)
+    bases = []
+    for i in members:
+      key = self._prefix_key(i)
+      if key and key not in self.prefixes:  # A shared prefix: prefilled once, for its group.
+        cache, logits = _stack((self.blank,), program=self.program)
+        self.prefixes[key] = self._prefill(cache, logits, [0], [list(key)])[0]
+      bases.append(self.prefixes[key] if key else self.blank)
+      self.waiting[key] -= 1
+      if not self.waiting[key]:
+        self.prefixes.pop(key, None)
+    cache, logits = _stack(tuple(bases) + (self.blank,) * padding, program=self.program)
+    starts = [self.prefix[i] for i in members] + [0] * padding
+    cache, logits = self._prefill(cache, logits, starts,
+                                  [self.ids[i][self.prefix[i]:] for i in members]
+                                  + [[]] * padding)
+    lengths = np.asarray([len(self.ids[i]) for i in members] + [0] * padding, np.int32)
+    keys = np.concatenate([self.keys[members], np.zeros((padding, 2), np.uint32)])
+    slots = np.asarray(list(slots) + [self.rows] * padding, np.int32)  # Past the end: dropped.
+    self.state = jax.block_until_ready(_admit(
+        self.state, cache, logits, slots, lengths, keys, self.max_new_tokens,
+        program=self.program))
+    self.timing["prefill_s"] += time.perf_counter() - start
+
+  def _prefill(self, cache, logits, starts: list[int], segments: list[list[int]]):
+    """Writes each row's token segment into its cache row from slot starts[r], one chunk at a
+    time; returns the cache and the logits at each segment's last token."""
+    chunk = self.sampler.prefill_chunk
+    starts = np.asarray(starts, np.int32)
+    self.timing["prefill_tokens"] += sum(map(len, segments))
+    for c in range(0, max(map(len, segments)), chunk):
+      tokens = np.full((len(segments), chunk), self.sampler.pad_id, np.int32)
+      for r, segment in enumerate(segments):
+        part = segment[c:c + chunk]
+        tokens[r, :len(part)] = part
+      remaining = np.asarray([len(s) - c for s in segments])
+      cache, logits = _extend(self.sampler.params, cache, starts + c, tokens,
+                              np.clip(remaining, 0, chunk).astype(np.int32), logits,
+                              (remaining > 0) & (remaining <= chunk), program=self.program)
+    return cache, logits
 
 
 def _round_up(x: int, multiple: int) -> int:
