@@ -278,3 +278,11 @@ def test_real_model_matches_hf_transformers(spec, fixture):
     np.testing.assert_allclose(top, ref[f"prompt{j}_top_logits"], atol=1e-3, rtol=0, err_msg=j)
     np.testing.assert_allclose(jax.nn.logsumexp(logits, -1), ref[f"prompt{j}_logsumexp"],
                                atol=1e-3, rtol=0, err_msg=j)
+
+
+def test_auto_dtype_is_the_fastest_per_backend():
+  from eagle_jax.llm.weights import resolve_dtype
+  assert resolve_dtype("auto", "cpu") == np.float32  # bf16 decodes slower on this CPU.
+  assert resolve_dtype("auto", "gpu") == jnp.bfloat16
+  assert resolve_dtype("auto", "tpu") == jnp.bfloat16
+  assert resolve_dtype("bfloat16", "cpu") == jnp.bfloat16  # An explicit dtype is kept.

@@ -27,7 +27,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--top-k", type=int, help="0: off " + from_config % "top_k")
   parser.add_argument("--top-p", type=float, help="1.0: off " + from_config % "top_p")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--dtype", choices=("float32", "bfloat16"), help=from_config % "dtype")
+  parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"),
+                      help=from_config % "dtype")
   parser.add_argument("--no-chat-template", action="store_true",
                       help="feed the prompts as raw text (base models have no template anyway)")
 

@@ -76,10 +76,24 @@ class LoadedModel:
   add_bos: bool
 
 
+# The weights' dtype that decodes fastest on each backend, for dtype="auto". bf16 halves the
+# bytes a decode step reads on GPU and TPU; this CPU (AVX-512, no bf16 units) converts it
+# element-wise, and SmolLM2 decodes 5-15 % slower in bf16 than in f32 (batch 8 and 32).
+FASTEST_DTYPE = {"cpu": "float32", "gpu": "bfloat16", "tpu": "bfloat16"}
+
+
+def resolve_dtype(dtype: Any, backend: str | None = None) -> np.dtype:
+  """`dtype`, or for "auto" the fastest one on `backend` (default: JAX's default backend)."""
+  if isinstance(dtype, str) and dtype == "auto":
+    dtype = FASTEST_DTYPE.get(backend or jax.default_backend(), "float32")
+  return jnp.dtype(dtype)
+
+
 def load_model(spec: str, dtype: Any = "float32") -> LoadedModel:
-  """Loads `spec` ("smollm2", "gemma3-270m", a .gguf, an HF checkpoint dir or hub id)."""
+  """Loads `spec` ("smollm2", "gemma3-270m", a .gguf, an HF checkpoint dir or hub id) with
+  weights in `dtype` ("auto": the fastest on this backend)."""
   files = registry.resolve(spec)
-  dtype = jnp.dtype(dtype)
+  dtype = resolve_dtype(dtype)
   if files.kind == "gguf":
     config, params, tok = _load_gguf(files.path, dtype)
   else:
