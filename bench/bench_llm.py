@@ -1,17 +1,21 @@
-"""Benchmark: the JAX sampler vs HF transformers PyTorch `generate` on SmolLM2-135M.
+"""Benchmark: the JAX sampler vs HF transformers PyTorch `generate` (and llama.cpp) on
+SmolLM2-135M, interleaved in one run and repeated.
 
-Same dequantised GGUF weights (fp32) on both sides, the same chat-templated prompt token
-ids, the same batch, greedy, EOS ignored so every row produces `--new-tokens` tokens.
-Each (backend, batch) runs in its own subprocess so its peak RSS (/proc VmHWM) is its
-own; the torch side runs under `--torch-python` (a venv with torch; the project itself never
-imports torch). llama.cpp is measured when `llama_cpp` imports there, else noted as skipped.
+Same dequantised GGUF weights (fp32) on both sides, the same chat-templated prompt token ids,
+the same batch, greedy. Two measures per batch size:
+  * decode: EOS ignored, so every row produces `--new-tokens` tokens; aggregate decode tok/s
+    = batch x (new_tokens - 1) / decode time (the first token comes out of the prefill);
+  * workload: `--workload` distinct prompts answered with EOS honoured, up to `--new-tokens`:
+    generated tokens / wall time. HF `generate` runs them `batch` at a time (a batch waits
+    for its longest answer); the JAX sampler refills a slot as soon as its answer ends.
+Each repeat starts one fresh process per backend (its peak RSS, /proc VmHWM, is its own),
+backends alternating; the report gives medians with [min-max] over repeats and the load
+average before and after each process. The torch side runs under `--torch-python` (a venv
+with torch; the project itself never imports torch); llama.cpp (single stream, its Q4 GGUF)
+when `llama_cpp` imports there. A roofline line sets the JAX decode step against the bytes
+it must read (weights + KV cache) at this machine's measured memory bandwidth.
 
-Reported per batch: prefill tok/s (real prompt tokens / prefill time), aggregate decode tok/s
-(batch x (new_tokens - 1) / decode time: the first token comes out of the prefill), compile
-time (JAX: jax.monitoring compile events; torch: none), peak RSS, and greedy agreement of the
-two backends' tokens.
-
-  python bench/bench_llm.py [--batches 1 8 16 32] [--new-tokens 128]
+  python bench/bench_llm.py [--batches 1 8 16 32] [--new-tokens 64] [--repeats 3]
                             [--torch-python .venv-bench/bin/python]
 Writes bench/results/llm.json and bench/results/llm.md (atomically).
 """
@@ -24,6 +28,7 @@ import os
 import pathlib
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +50,17 @@ PROMPTS = (
     "Describe a documentary about beekeepers in the Alps for a streaming catalogue.",
     "Rewrite this description for young children: two sisters inherit a failing vineyard.",
 )
+# The workload: distinct requests whose answers end at different lengths.
+GENRES = ("heist", "horror", "romantic", "science-fiction", "animated", "war", "western",
+          "musical")
+SUBJECTS = ("a lighthouse keeper", "two rival chefs", "a retired spy", "a lost dog",
+            "a chess prodigy", "a haunted hotel", "a failing vineyard", "a stolen painting")
+LENGTHS = ("in one sentence", "in two sentences", "as a one-line tagline", "in a short paragraph")
+
+
+def workload_prompts(n: int) -> list[str]:
+  return [f"Describe a {GENRES[i % 8]} movie about {SUBJECTS[i // 8 % 8]} "
+          f"{LENGTHS[i // 64 % 4]}." for i in range(n)]
 
 
 # ------------------------------------------------------------------------------ workers
@@ -60,7 +76,7 @@ def _peak_rss_mb() -> float:
 
 
 def jax_worker(req: dict) -> dict:
-  """Loads SmolLM2 in Flax, runs the sampler twice (compile + steady) on the batch."""
+  """SmolLM2 in Flax: per batch, the decode and the workload, each run after a warm-up."""
   import dataclasses  # pylint: disable=g-import-not-at-top
 
   import jax  # pylint: disable=g-import-not-at-top
@@ -72,54 +88,83 @@ def jax_worker(req: dict) -> dict:
   jax.monitoring.register_event_duration_secs_listener(
       lambda name, secs, **_: compile_s.append(secs) if name.startswith("/jax/core/compile/")
       else None)
-  lm = dataclasses.replace(load_model(req["model"]), eos_ids=())  # Ignore EOS.
-  sampler = sampler_lib.Sampler(lm, buckets=(req["bucket"],), batch_size=req["batch"])
-  prompts = req["prompts"]  # Already chat-templated.
-  assert [sampler.encode(p) for p in prompts] == req["ids"]
-  compile_s.clear()  # Only the sampler's programs.
-  for _ in range(2):  # The first run compiles.
-    out = sampler.sample(prompts, max_new_tokens=req["new_tokens"],
-                         strategy=sampler_lib.Greedy(), apply_template=False)
-  assert out.tokens == len(prompts) * req["new_tokens"], out.tokens
-  return dict(prefill_s=out.prefill_s, decode_s=out.decode_s, prompt_tokens=out.prompt_tokens,
-              compile_s=sum(compile_s), tokens=out.token_ids, peak_rss_mb=_peak_rss_mb())
+  lm = load_model(req["model"])
+  free = dataclasses.replace(lm, eos_ids=())  # Ignores EOS: fixed-length decode.
+  greedy = sampler_lib.Greedy()
+  results = {}
+  for batch in req["batches"]:
+    sampler = sampler_lib.Sampler(free, buckets=(req["bucket"],), batch_size=batch)
+    prompts = req["prompts"][:batch]  # Already chat-templated.
+    assert [sampler.encode(p) for p in prompts] == req["ids"][:batch]
+    compile_s.clear()
+    for _ in range(2):  # The first run compiles.
+      out = sampler.sample(prompts, max_new_tokens=req["new_tokens"], strategy=greedy,
+                           apply_template=False)
+    assert out.tokens == batch * req["new_tokens"], out.tokens
+    row = dict(prefill_s=out.prefill_s, decode_s=out.decode_s, compile_s=sum(compile_s),
+               prompt_tokens=out.prompt_tokens, tokens=out.token_ids)
+    if batch > 1:
+      sampler = sampler_lib.Sampler(lm, buckets=(req["bucket"],), batch_size=batch)
+      work = req["workload"]
+      sampler.sample(work[:batch + 1], max_new_tokens=req["new_tokens"], strategy=greedy,
+                     apply_template=False)  # Compiles the first fill and a refill.
+      start = time.perf_counter()
+      out = sampler.sample(work, max_new_tokens=req["new_tokens"], strategy=greedy,
+                           apply_template=False)
+      row.update(workload_s=time.perf_counter() - start, workload_tokens=out.tokens)
+    results[batch] = row
+  return dict(batches=results, peak_rss_mb=_peak_rss_mb())
 
 
 def torch_worker(req: dict) -> dict:
-  """Loads the same GGUF in HF transformers (fp32) and times `generate` on the same ids."""
+  """The same GGUF in HF transformers (fp32): `generate` on the same ids, same measures."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
 
   path = pathlib.Path(req["gguf"])
   model = transformers.AutoModelForCausalLM.from_pretrained(
       str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
-  model.generation_config.eos_token_id = None  # Ignore EOS, like the JAX side.
-  ids = req["ids"]
-  width = max(map(len, ids))
+  eos = model.generation_config.eos_token_id
   pad = req["pad_id"]
-  input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
-  mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
 
-  def generate(n):
+  def generate(ids, n, *, stop=False):
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+    model.generation_config.eos_token_id = eos if stop else None
     start = time.perf_counter()
     with torch.inference_mode():
       out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=n,
-                           min_new_tokens=n, do_sample=False, pad_token_id=pad)
-    return time.perf_counter() - start, out[:, width:]
+                           min_new_tokens=1 if stop else n, do_sample=False, pad_token_id=pad)
+    return time.perf_counter() - start, out[:, width:].tolist()
 
-  generate(4)  # Warm-up: first-call allocations.
-  prefill_s, _ = generate(1)
-  total_s, out = generate(req["new_tokens"])
-  return dict(prefill_s=prefill_s, decode_s=total_s - prefill_s,
-              prompt_tokens=sum(map(len, ids)), compile_s=0.0,
-              tokens=out.tolist(), peak_rss_mb=_peak_rss_mb(), threads=torch.get_num_threads())
+  eos_ids = set(eos if isinstance(eos, list) else [eos])
+  results = {}
+  for batch in req["batches"]:
+    ids = req["ids"][:batch]
+    generate(ids, 4)  # Warm-up: first-call allocations.
+    prefill_s, _ = generate(ids, 1)
+    total_s, out = generate(ids, req["new_tokens"])
+    row = dict(prefill_s=prefill_s, decode_s=total_s - prefill_s, compile_s=0.0,
+               prompt_tokens=sum(map(len, ids)), tokens=out)
+    if batch > 1:
+      work, tokens, start = req["workload_ids"], 0, time.perf_counter()
+      for i in range(0, len(work), batch):
+        _, answers = generate(work[i:i + batch], req["new_tokens"], stop=True)
+        for answer in answers:  # Up to and including the EOS, as the JAX side counts.
+          ends = [k for k, t in enumerate(answer) if t in eos_ids]
+          tokens += ends[0] + 1 if ends else len(answer)
+      row.update(workload_s=time.perf_counter() - start, workload_tokens=tokens)
+    results[batch] = row
+  return dict(batches=results, peak_rss_mb=_peak_rss_mb(), threads=torch.get_num_threads())
 
 
 def llama_cpp_worker(req: dict) -> dict:
   """llama.cpp on the Q4 GGUF itself (single stream: batch 1 only)."""
   import llama_cpp  # pylint: disable=g-import-not-at-top
 
-  llm = llama_cpp.Llama(model_path=req["gguf"], n_ctx=512, verbose=False)
+  llm = llama_cpp.Llama(model_path=req["gguf"], n_ctx=512, n_threads=os.cpu_count(),
+                        verbose=False)
   ids = req["ids"][0]
   llm.eval(ids[:4])  # Warm-up.
   llm.reset()
@@ -132,27 +177,33 @@ def llama_cpp_worker(req: dict) -> dict:
     token = int(llm.sample(top_k=1))
     out.append(token)
     llm.eval([token])
-  return dict(prefill_s=prefill_s, decode_s=time.perf_counter() - start,
-              prompt_tokens=len(ids), compile_s=0.0, tokens=[out], peak_rss_mb=_peak_rss_mb())
+  return dict(batches={1: dict(prefill_s=prefill_s, decode_s=time.perf_counter() - start,
+                               prompt_tokens=len(ids), compile_s=0.0, tokens=[out])},
+              peak_rss_mb=_peak_rss_mb())
 
 
 WORKERS = {"jax": jax_worker, "torch": torch_worker, "llama_cpp": llama_cpp_worker}
 
 
 def run_worker(python: str, kind: str, req: dict) -> dict:
-  """Runs one worker in a fresh process; returns its result, or {"error": ...}."""
+  """Runs one worker in a fresh process; returns its result (+ load average before/after),
+  or {"error": ...}."""
   with tempfile.TemporaryDirectory() as tmp:
     req_path, resp_path = pathlib.Path(tmp, "req.json"), pathlib.Path(tmp, "resp.json")
     req_path.write_text(json.dumps(req))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("XLA_FLAGS", None)  # One CPU device: the benchmark measures one host.
+    load = os.getloadavg()[0]
     proc = subprocess.run([python, __file__, "--worker", kind, "--request", str(req_path),
                            "--response", str(resp_path)], env=env, capture_output=True,
                           text=True)
     if proc.returncode != 0:
       tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
       return {"error": f"{kind} worker exited {proc.returncode}: {tail[0]}"}
-    return json.loads(resp_path.read_text())
+    result = json.loads(resp_path.read_text())
+    result["batches"] = {int(b): r for b, r in result["batches"].items()}
+    result["load"] = (load, os.getloadavg()[0])
+    return result
 
 
 # ------------------------------------------------------------------------------- driver
@@ -160,15 +211,6 @@ def run_worker(python: str, kind: str, req: dict) -> dict:
 
 def has_module(python: str, module: str) -> bool:
   return subprocess.run([python, "-c", f"import {module}"], capture_output=True).returncode == 0
-
-
-def rates(result: dict, batch: int, new_tokens: int) -> dict:
-  if "error" in result:
-    return {"error": result["error"]}
-  return dict(prefill_tok_s=result["prompt_tokens"] / result["prefill_s"],
-              decode_tok_s=batch * (new_tokens - 1) / result["decode_s"],
-              prefill_s=result["prefill_s"], decode_s=result["decode_s"],
-              compile_s=result["compile_s"], peak_rss_mb=result["peak_rss_mb"])
 
 
 def agreement(a: list[list[int]], b: list[list[int]]) -> float:
@@ -189,10 +231,46 @@ def _portable(path: str) -> str:
     return p.name
 
 
+def memory_bandwidth_gb_s(repeats: int = 5) -> float:
+  """Read bandwidth of this machine, best of `repeats`: a 512 MiB matrix times a vector (a
+  multi-threaded BLAS gemv, the memory-bound operation a decode step is made of)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  matrix = np.ones((32768, 4096), np.float32)
+  vector = np.ones(4096, np.float32)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matrix @ vector
+    times.append(time.perf_counter() - start)
+  return matrix.nbytes / min(times) / 1e9
+
+
+def spread(values: list[float]) -> dict:
+  return dict(median=statistics.median(values), min=min(values), max=max(values))
+
+
+def summarise(runs: list[dict], batch: int, new_tokens: int) -> dict:
+  """Medians and spread over repeats of one backend's rates at one batch size."""
+  rows = [r["batches"][batch] for r in runs if "error" not in r and batch in r["batches"]]
+  if not rows:
+    return {}
+  out = dict(prefill_tok_s=spread([r["prompt_tokens"] / r["prefill_s"] for r in rows]),
+             decode_tok_s=spread([batch * (new_tokens - 1) / r["decode_s"] for r in rows]),
+             compile_s=spread([r["compile_s"] for r in rows]),
+             peak_rss_mb=max(r["peak_rss_mb"] for r in runs if "error" not in r))
+  if all("workload_s" in r for r in rows):
+    out["workload_tok_s"] = spread([r["workload_tokens"] / r["workload_s"] for r in rows])
+    out["workload_tokens"] = rows[0]["workload_tokens"]
+  return out
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32])
-  parser.add_argument("--new-tokens", type=int, default=128)
+  parser.add_argument("--new-tokens", type=int, default=64)
+  parser.add_argument("--workload", type=int, default=64,
+                      help="distinct prompts of the EOS-honouring workload (batches > 1)")
+  parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--bucket", type=int, default=64, help="JAX prompt bucket length")
   parser.add_argument("--torch-python", default=sys.executable,
                       help="python of a venv with torch + transformers (default: this one)")
@@ -206,22 +284,27 @@ def main() -> int:
     args.response.write_text(json.dumps(result))
     return 0
 
+  import jax  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
 
-  from eagle_jax.run import artifacts
   from eagle_jax.llm import prompting, registry  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.sampler import Sampler  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.weights import load_model  # pylint: disable=g-import-not-at-top
+  from eagle_jax.run import artifacts  # pylint: disable=g-import-not-at-top
 
   lm = load_model(MODEL)
   encoder = Sampler(lm, buckets=(args.bucket,))
   gguf = str(registry.resolve(MODEL).path)
-  texts = [prompting.format_prompt(lm, PROMPTS[i % len(PROMPTS)]) for i in range(max(args.batches))]
-  ids = [encoder.encode(t) for t in texts]
+  texts = [prompting.format_prompt(lm, PROMPTS[i % len(PROMPTS)])
+           for i in range(max(args.batches))]
+  work = [prompting.format_prompt(lm, p) for p in workload_prompts(args.workload)]
+  req = dict(model=MODEL, gguf=gguf, batches=args.batches, bucket=args.bucket,
+             new_tokens=args.new_tokens, prompts=texts, ids=[encoder.encode(t) for t in texts],
+             workload=work, workload_ids=[encoder.encode(t) for t in work],
+             pad_id=encoder.pad_id)
   baselines = {"torch": has_module(args.torch_python, "torch"),
                "llama_cpp": has_module(args.torch_python, "llama_cpp")}
-  notes = [f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), load "
-           f"average {os.getloadavg()[0]:.1f} at start: other jobs may share the cores."]
+  notes = [f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})."]
   # Results are committed: name interpreters and files without this machine's paths.
   torch_python = _portable(args.torch_python)
   if not baselines["torch"]:
@@ -229,32 +312,61 @@ def main() -> int:
   if not baselines["llama_cpp"]:
     notes.append(f"llama.cpp skipped: llama_cpp is not importable in {torch_python} "
                  "(llama-cpp-python compiles for ~10 min; install it there to include it)")
+  bandwidth = memory_bandwidth_gb_s()
 
+  kinds = ["jax"] + [k for k in ("torch", "llama_cpp") if baselines[k]]
+  runs: dict[str, list[dict]] = {k: [] for k in kinds}
+  for _ in tqdm.trange(args.repeats, desc="bench repeats"):
+    for kind in kinds:  # Interleaved: a slow spell of the machine hits every backend.
+      python = sys.executable if kind == "jax" else args.torch_python
+      runs[kind].append(run_worker(python, kind, dict(req, batches=[1]) if kind == "llama_cpp"
+                                   else req))
   rows = []
-  jobs = [(b, kind) for b in args.batches for kind in ("jax", "torch", "llama_cpp")
-          if kind == "jax" or (baselines[kind] and (kind != "llama_cpp" or b == 1))]
-  results = {}
-  for batch, kind in tqdm.tqdm(jobs, desc="bench", unit="run"):
-    req = dict(model=MODEL, gguf=gguf, batch=batch, bucket=args.bucket,
-               new_tokens=args.new_tokens, prompts=texts[:batch], ids=ids[:batch],
-               pad_id=encoder.pad_id)
-    python = sys.executable if kind == "jax" else args.torch_python
-    results[batch, kind] = run_worker(python, kind, req)
-    rows.append(dict(backend=kind, batch=batch, **rates(results[batch, kind], batch,
-                                                        args.new_tokens)))
-    if kind == "torch" and "error" not in results[batch, kind] and "error" not in results[
-        batch, "jax"]:
-      rows[-1]["greedy_agreement_with_jax"] = agreement(results[batch, "jax"]["tokens"],
-                                                        results[batch, kind]["tokens"])
-  speedups = {}
   for batch in args.batches:
-    jax_row = next(r for r in rows if r["backend"] == "jax" and r["batch"] == batch)
-    torch_row = next((r for r in rows if r["backend"] == "torch" and r["batch"] == batch), None)
-    if torch_row and "error" not in torch_row and "error" not in jax_row:
-      speedups[batch] = jax_row["decode_tok_s"] / torch_row["decode_tok_s"]
-  report = dict(model=MODEL, gguf=pathlib.Path(gguf).name, new_tokens=args.new_tokens, bucket=args.bucket,
-                prompt_lengths=[len(x) for x in ids], notes=notes, rows=rows,
-                decode_speedup_jax_over_torch=speedups,
+    for kind in kinds:
+      summary = summarise(runs[kind], batch, args.new_tokens)
+      if summary:
+        rows.append(dict(backend=kind, batch=batch, **summary))
+    jax_runs = [r for r in runs["jax"] if "error" not in r]
+    for kind in kinds[1:]:
+      other = [r for r in runs[kind] if "error" not in r and batch in r["batches"]]
+      if jax_runs and other:
+        row = next(r for r in rows if r["backend"] == kind and r["batch"] == batch)
+        row["greedy_agreement_with_jax"] = agreement(jax_runs[0]["batches"][batch]["tokens"],
+                                                     other[0]["batches"][batch]["tokens"])
+  errors = [f"{kind}: {r['error']}" for kind in kinds for r in runs[kind] if "error" in r]
+
+  def ratio(batch, kind, key):
+    ours = next((r for r in rows if r["backend"] == "jax" and r["batch"] == batch), {})
+    theirs = next((r for r in rows if r["backend"] == kind and r["batch"] == batch), {})
+    if key in ours and key in theirs:
+      return ours[key]["median"] / theirs[key]["median"]
+    return None
+
+  speedups = {kind: {key: {b: ratio(b, kind, key) for b in args.batches
+                           if ratio(b, kind, key) is not None}
+                     for key in ("decode_tok_s", "workload_tok_s")} for kind in kinds[1:]}
+  # Roofline: a decode step reads every weight and the whole static KV cache once.
+  c = lm.config
+  param_bytes = sum(x.nbytes for x in jax.tree.leaves(lm.params))
+  cache_length = args.bucket + -(-args.new_tokens // 32) * 32
+  roofline = {}
+  for batch in args.batches:
+    kv_bytes = c.num_layers * 2 * batch * cache_length * c.num_kv_heads * c.head_dim * 4
+    ours = next((r for r in rows if r["backend"] == "jax" and r["batch"] == batch), None)
+    if ours:
+      floor_s = (param_bytes + kv_bytes) / (bandwidth * 1e9)
+      step_s = batch / ours["decode_tok_s"]["median"]
+      roofline[batch] = dict(bytes_per_step=param_bytes + kv_bytes, floor_ms=floor_s * 1e3,
+                             step_ms=step_s * 1e3, fraction=floor_s / step_s,
+                             bound_tok_s=batch / floor_s)
+  report = dict(model=MODEL, gguf=pathlib.Path(gguf).name, new_tokens=args.new_tokens,
+                bucket=args.bucket, repeats=args.repeats, workload_prompts=args.workload,
+                prompt_lengths=[len(x) for x in req["ids"]],
+                workload_prompt_lengths=[len(x) for x in req["workload_ids"]],
+                memory_bandwidth_gb_s=bandwidth, roofline=roofline, notes=notes + errors,
+                rows=rows, speedup_jax_over=speedups,
+                load={kind: [r.get("load") for r in runs[kind]] for kind in kinds},
                 when=time.strftime("%Y-%m-%d %H:%M:%S"))
   artifacts.write_json(args.out / "llm.json", report)
   artifacts.write_text(args.out / "llm.md", markdown(report))
@@ -262,24 +374,44 @@ def main() -> int:
   return 0
 
 
+def _fmt(s: dict | None, digits: int = 1) -> str:
+  if not s:
+    return ""
+  return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+
 def markdown(report: dict) -> str:
   lines = [f"# LLM sampling benchmark: {report['model']}, greedy, {report['new_tokens']} new "
-           f"tokens, EOS ignored", "",
-           "| backend | batch | prefill tok/s | decode tok/s (aggregate) | compile s | "
-           "peak RSS MB | greedy agreement |", "|---|---|---|---|---|---|---|"]
+           f"tokens, median [min-max] of {report['repeats']} interleaved repeats", "",
+           "| backend | batch | prefill tok/s | decode tok/s (EOS ignored) | workload tok/s "
+           "(EOS) | compile s | peak RSS MB | greedy agreement |",
+           "|---|---|---|---|---|---|---|---|"]
   for r in report["rows"]:
-    if "error" in r:
-      lines.append(f"| {r['backend']} | {r['batch']} | {r['error']} | | | | |")
-      continue
     agree = r.get("greedy_agreement_with_jax")
-    lines.append(f"| {r['backend']} | {r['batch']} | {r['prefill_tok_s']:.0f} | "
-                 f"{r['decode_tok_s']:.1f} | {r['compile_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+    lines.append(f"| {r['backend']} | {r['batch']} | {_fmt(r['prefill_tok_s'], 0)} | "
+                 f"{_fmt(r['decode_tok_s'])} | {_fmt(r.get('workload_tok_s'))} | "
+                 f"{r['compile_s']['median']:.1f} | {r['peak_rss_mb']:.0f} | "
                  f"{'' if agree is None else f'{agree:.2f}'} |")
-  lines += ["", "Decode speed-up, JAX over HF transformers: " + ", ".join(
-      f"batch {b}: {s:.2f}x" for b, s in report["decode_speedup_jax_over_torch"].items()), ""]
+  lines.append("")
+  for kind, by_key in report["speedup_jax_over"].items():
+    for key, label in (("decode_tok_s", "decode"), ("workload_tok_s", "workload")):
+      if by_key[key]:
+        lines.append(f"- JAX over {kind}, {label}: " + ", ".join(
+            f"batch {b}: {s:.2f}x" for b, s in by_key[key].items()))
+  lines.append(f"- Roofline: memory read bandwidth {report['memory_bandwidth_gb_s']:.1f} GB/s; "
+               "a JAX decode step must read the weights and the KV cache once: " + "; ".join(
+                   f"batch {b}: {r['bytes_per_step'] / 1e6:.0f} MB, floor {r['floor_ms']:.0f} "
+                   f"ms vs {r['step_ms']:.0f} ms measured ({r['fraction']:.0%}; at most "
+                   f"{r['bound_tok_s']:.0f} tok/s)" for b, r in report["roofline"].items()))
   lines += [f"- {n}" for n in report["notes"]]
+  lines.append("- load average before/after each process: " + "; ".join(
+      f"{kind} " + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in (x for x in loads if x))
+      for kind, loads in report["load"].items()))
   lines.append(f"- prompt lengths (tokens): {report['prompt_lengths']}; JAX pads them to the "
-               f"{report['bucket']}-token bucket, HF to the longest in the batch.")
+               f"{report['bucket']}-token bucket, HF to the longest in the batch. Workload: "
+               f"{report['workload_prompts']} prompts of "
+               f"{min(report['workload_prompt_lengths'])}-"
+               f"{max(report['workload_prompt_lengths'])} tokens.")
   return "\n".join(lines) + "\n"
 
 
