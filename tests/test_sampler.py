@@ -149,11 +149,15 @@ def test_shared_prefixes_groups_neighbours():
   ids = [[1, 2, 3, 4, 5, 6], [9, 9], [1, 2, 3, 4, 7], [1, 2, 3, 4, 5, 8], [1, 2, 3]]
   order, prefix = sampler_lib.shared_prefixes(ids, min_shared=3)
   assert order == [4, 0, 3, 2, 1]  # Lexicographic: shared prefixes are adjacent.
-  # 0 and 3 share 5 tokens; 2 shares only 4, with nobody else; [1, 2, 3] keeps its last token.
-  assert prefix == [5, 0, 0, 5, 0]
-  assert sampler_lib.shared_prefixes(ids + [[1, 2, 3, 4, 9]], min_shared=3)[1] == [
-      5, 0, 4, 5, 0, 4]
+  # 0, 3 and 2 share 4 tokens ([1, 2, 3] would have to give up its last token: alone).
+  assert prefix == [4, 0, 4, 4, 0]
+  assert sampler_lib.shared_prefixes(ids, min_shared=5)[1] == [5, 0, 0, 5, 0]
   assert sampler_lib.shared_prefixes(ids, min_shared=6)[1] == [0] * 5
+  # A neighbour sharing little does not cut the group's prefix; one sharing twice as much
+  # starts its own group.
+  loose = [[1, 2, 3, 9, 9, 9], [1, 2, 3, 4, 5, 6, 7, 8, 1], [1, 2, 3, 4, 5, 6, 7, 8, 2],
+           [1, 2, 3, 4, 5, 6, 7, 8, 3]]
+  assert sampler_lib.shared_prefixes(loose, min_shared=2)[1] == [0, 8, 8, 8]
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])

@@ -305,20 +305,35 @@ def shared_prefixes(ids: Sequence[Sequence[int]], min_shared: int) -> tuple[list
 
   Returns (order, prefix): the prompt indices sorted so prompts with a common prefix are
   adjacent (lexicographic order of their ids), and for each prompt the length of the prefix
-  it shares: the longer of its common prefixes with its two neighbours when that is >=
-  min_shared, and when at least one other prompt has the same one; else 0. A prompt always
-  keeps its last token out of the prefix (its logits start the answer).
+  its group shares. Groups are runs of neighbours sharing >= min_shared tokens; a run ends
+  where the next prompt would halve what it shares, and a neighbour sharing twice as much
+  starts a new one, so one loosely related prompt does not cut a state's K prompts down to
+  the chat header. A prompt alone shares nothing, and always keeps its last token out of the
+  prefix (its logits start the answer).
   """
   order = sorted(range(len(ids)), key=lambda i: (list(ids[i]), i))
-  best = [0] * len(ids)
-  for i, j in zip(order, order[1:]):
-    a, b = ids[i], ids[j]
+  prefix = [0] * len(ids)
+
+  def close(run, shared):
+    for i in run:
+      prefix[i] = shared if len(run) > 1 else 0
+
+  run, shared = order[:1], 0
+  for i in order[1:]:
+    a, b = ids[run[-1]], ids[i]
     common = next((n for n, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
     common = min(common, len(a) - 1, len(b) - 1)
-    best[i], best[j] = max(best[i], common), max(best[j], common)
-  prefix = [p if p >= min_shared else 0 for p in best]
-  keys = collections.Counter(tuple(ids[i][:prefix[i]]) for i in range(len(ids)))
-  return order, [p if keys[tuple(ids[i][:p])] > 1 else 0 for i, p in enumerate(prefix)]
+    if len(run) > 1 and common >= 2 * shared:  # The last two share far more: split them off.
+      close(run[:-1], shared)
+      run, shared = [run[-1], i], common
+    elif common >= min_shared and (len(run) == 1 or 2 * common >= shared):
+      run.append(i)
+      shared = common if len(run) == 2 else min(shared, common)
+    else:
+      close(run, shared)
+      run, shared = [i], 0
+  close(run, shared)
+  return order, prefix
 
 
 class Sampler:
