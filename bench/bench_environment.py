@@ -47,7 +47,8 @@ def worker(req: dict) -> dict:
 
   from eagle_jax.environment.build import build_environment  # pylint: disable=g-import-not-at-top
 
-  spec = importlib.util.spec_from_file_location("demo", REPO / "experiments" / "demo.py")
+  # The demo config of the checkout under test (the worker runs in it).
+  spec = importlib.util.spec_from_file_location("demo", pathlib.Path("experiments", "demo.py"))
   demo = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(demo)
   config = demo.get_config("")
