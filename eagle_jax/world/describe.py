@@ -59,8 +59,10 @@ def movie_fields(catalogue: Catalogue, min_ratings: int, num_tags: int) -> dict[
 def fingerprint(config, fields: dict[int, str]) -> str:
   """Everything the generated texts depend on: the facts, the model, its prompt and batches
   (greedy decoding: no seed)."""
-  return artifacts.fingerprint(sorted(fields.items()), config.describe.to_dict(),
-                               config.llm.dtype, list(config.llm.prompt_buckets))
+  from eagle_jax.llm.weights import resolve_dtype  # Loading models is not needed here.
+  dtype = str(resolve_dtype(config.llm.dtype))  # "auto" as this backend resolves it.
+  return artifacts.fingerprint(sorted(fields.items()), config.describe.to_dict(), dtype,
+                               list(config.llm.prompt_buckets))
 
 
 def shipped_path(key: str) -> pathlib.Path:
