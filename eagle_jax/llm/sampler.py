@@ -492,14 +492,12 @@ class _Run:
     generated = {}
     while self.queue or max(owner) >= 0:
       free = [r for r, i in enumerate(owner) if i < 0]
-      while self.queue and free:
+      if self.queue and free:  # Fills every free slot, or empties the queue.
         n = min(len(free), len(self.queue))
-        size = self.unit if n <= self.unit else self.rows
         members = [self.queue.popleft() for _ in range(n)]
-        self._admit(members, free[:n], size)
+        self._admit(members, free[:n], self.unit if n <= self.unit else self.rows)
         for r, i in zip(free, members):
           owner[r] = i
-        free = free[n:]
       until = min(self.unit, len(self.queue)) if self.queue else self.rows
       start = time.perf_counter()
       self.state = jax.block_until_ready(_decode(
