@@ -1,9 +1,12 @@
 """Multi-host setup, the device mesh, and placing data on it.
 
-The same program runs on every host (`jax.distributed` is multi-controller): each host
-rolls out its own episodes, `shard_batch` stitches the host-local rows into one global
-batch on the mesh's `data` axis, and the jitted update sees the global batch. On one host
-every function here degenerates gracefully (no initialisation, local data = global data).
+The same program runs on every host (`jax.distributed` is multi-controller). The mesh has
+two axes: `data` (rows: episodes, prompts, text batches) and `model` (tensor parallelism for
+the environment LLM: attention heads, MLP columns, vocabulary). Each host rolls out its own
+episodes on a mesh of its local devices (`mesh_from_config(config, local=True)`), so every
+result it reads back is addressable; `shard_batch` stitches the host-local rows into one
+global batch on the global mesh's `data` axis, and the jitted update sees the global batch.
+On one host every function here degenerates gracefully (no initialisation, local = global).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from eagle_jax.errors import EagleError
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
 
 # Beyond JAX_COORDINATOR_ADDRESS (read by JAX itself), JAX only detects the process count
 # and index on known clusters (TPU pods, SLURM, Open MPI, ...). These two let a hand-made
@@ -89,9 +93,10 @@ def initialize(enabled: bool | None = None) -> bool:
   return True
 
 
-def make_mesh(num_devices: int | None = None, devices=None) -> Mesh:
-  """A 1-D mesh with a `data` axis over the first `num_devices` of `devices` (default: all
-  of them; `devices` default: every device of every process). The one mesh builder.
+def make_mesh(num_devices: int | None = None, devices=None, *, model: int = 1) -> Mesh:
+  """A (data, model) mesh over the first `num_devices` of `devices` (default: all of them;
+  `devices` default: every device of every process), `model` devices per model group. The
+  one mesh builder.
 
   Auto axis types: the compiler propagates shardings (Explicit meshes reject some
   contractions over a sharded batch).
@@ -100,7 +105,31 @@ def make_mesh(num_devices: int | None = None, devices=None) -> Mesh:
   n = len(devices) if num_devices is None else num_devices
   if not 1 <= n <= len(devices):
     raise EagleError(f"mesh of {n} devices requested, but {len(devices)} are available")
-  return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices[:n])
+  if model < 1 or n % model:
+    raise EagleError(f"mesh of {n} devices: the model axis ({model}) must divide it")
+  return jax.make_mesh((n // model, model), (DATA_AXIS, MODEL_AXIS),
+                       axis_types=(AxisType.Auto,) * 2, devices=devices[:n])
+
+
+def mesh_from_config(config, *, local: bool = False) -> Mesh:
+  """The mesh of `config.mesh` (`data` x `model` devices; data -1: every device left).
+
+  `local`: this process's devices only, with the same model axis: the mesh a host samples
+  rollouts, embeds texts and runs the pre-training stages on. A config without a `mesh`
+  section gets a pure data-parallel mesh.
+  """
+  section = config.get("mesh") or {}
+  data, model = int(section.get("data", -1)), int(section.get("model", 1))
+  devices = jax.local_devices() if local else jax.devices()
+  if model < 1 or len(devices) % model:
+    raise EagleError(f"config key mesh.model={model}: expected a divisor of the "
+                     f"{len(devices)} {'local ' if local else ''}devices")
+  if data == -1 or local:  # A host's rollouts use all of its devices.
+    return make_mesh(len(devices), devices, model=model)
+  if data < 1 or data * model > len(devices):
+    raise EagleError(f"config keys mesh.data x mesh.model = {data} x {model}: expected -1 "
+                     f"or at most {len(devices)} devices in all")
+  return make_mesh(data * model, devices, model=model)
 
 
 def shard_batch(mesh: Mesh, host_local_batch: Any) -> Any:
@@ -141,3 +170,14 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
 def is_main_process() -> bool:
   """Whether this is process 0: the one that logs, prints and writes shared artefacts."""
   return jax.process_index() == 0
+
+
+def process_rows(total: int) -> slice:
+  """This process's contiguous share of `total` global rows: the episodes it rolls out and
+  passes to `shard_batch` (which places process p's rows p-th on the `data` axis)."""
+  count, index = jax.process_count(), jax.process_index()
+  if total % count:
+    raise EagleError(f"a global batch of {total} rows does not split over {count} processes "
+                     "(set the batch size to a multiple of the process count)")
+  per = total // count
+  return slice(index * per, (index + 1) * per)

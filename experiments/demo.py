@@ -178,6 +178,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # with config.actions.source (library draws, or the LLM reading the current description).
   c.rl.candidates = "reuse"
 
+  # Devices: `data` x `model` (model > 1 splits the environment LLM's heads, MLP columns and
+  # vocabulary over that many devices of one host; data -1 takes every device left).
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.model = 1
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 2
   c.checkpoint.keep = 3

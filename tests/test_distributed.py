@@ -138,8 +138,8 @@ def test_initialize_is_off_unless_asked(monkeypatch):
 def test_mesh_and_placement_on_one_process():
   n = jax.device_count()
   mesh = distributed.make_mesh()
-  assert mesh.axis_names == ("data",) and mesh.shape["data"] == n
-  assert mesh.axis_types == (jax.sharding.AxisType.Auto,)
+  assert mesh.axis_names == ("data", "model") and dict(mesh.shape) == {"data": n, "model": 1}
+  assert mesh.axis_types == (jax.sharding.AxisType.Auto,) * 2
   assert distributed.make_mesh(1).devices.size == 1
   with pytest.raises(EagleError, match=f"mesh of {n + 1} devices requested"):
     distributed.make_mesh(n + 1)
@@ -151,3 +151,25 @@ def test_mesh_and_placement_on_one_process():
   tree = distributed.replicate(mesh, {"w": np.ones(3), "key": jax.random.key(3)})
   assert tree["w"].sharding.is_fully_replicated and tree["key"].sharding.is_fully_replicated
   assert distributed.is_main_process()
+
+
+def test_mesh_from_config_splits_data_and_model():
+  import ml_collections
+  n = jax.device_count()
+  config = ml_collections.ConfigDict({"mesh": {"data": -1, "model": 2}})
+  if n % 2:
+    pytest.skip("needs an even device count")
+  assert dict(distributed.mesh_from_config(config).shape) == {"data": n // 2, "model": 2}
+  local = distributed.mesh_from_config(config, local=True)
+  assert set(local.devices.flat) == set(jax.local_devices())
+  config.mesh.data = 1
+  assert dict(distributed.mesh_from_config(config).shape) == {"data": 1, "model": 2}
+  assert dict(distributed.mesh_from_config(ml_collections.ConfigDict()).shape) == {
+      "data": n, "model": 1}
+  config.mesh.model = n + 1
+  with pytest.raises(EagleError, match=f"mesh.model={n + 1}: expected a divisor"):
+    distributed.mesh_from_config(config)
+  config.mesh.model, config.mesh.data = 1, n + 1
+  with pytest.raises(EagleError, match="mesh.data x mesh.model"):
+    distributed.mesh_from_config(config)
+  assert distributed.process_rows(8) == slice(0, 8)  # One process holds every row.
