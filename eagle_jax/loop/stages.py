@@ -134,10 +134,13 @@ def _paraphrase_stability(runner, rows, texts, z_next, edited, seed) -> dict:
 
 def reference(config, world, table, progress: bool = True) -> tuple[dict, dict]:
   """pi_ref of config.reference.kind: (params, metrics), reused while current, else trained
-  on the design's targets and saved (checkpoint and metrics replaced together)."""
+  on the design's targets and saved (checkpoint and metrics replaced together). Host-local:
+  this process's devices, its own checkpoint reads and writes (in a multi-process job the
+  pre-train stages run on process 0 alone)."""
   folder = run_folder.RunFolder(config)
   if folder.is_current("reference"):
-    return load_reference(config, world, table), folder.recorded("reference")
+    return (load_reference(config, world, table, host_local=True),
+            folder.recorded("reference"))
   c = config.reference
   d = load_design(config)
   train_batch, heldout_batch = reference_lib.design_batches(
@@ -145,29 +148,35 @@ def reference(config, world, table, progress: bool = True) -> tuple[dict, dict]:
       c.label_smoothing)
   scorer, _ = train.networks(config, config.rl.horizon)
   params, metrics = reference_lib.train_reference(
-      scorer, train_batch, heldout_batch, lr=c.lr, steps=c.steps, mesh=distributed.make_mesh(),
-      seed=config.seed, weight_decay=c.weight_decay, progress=progress)
+      scorer, train_batch, heldout_batch, lr=c.lr, steps=c.steps,
+      mesh=distributed.mesh_from_config(config, local=True), seed=config.seed,
+      weight_decay=c.weight_decay, progress=progress)
   metrics.update(reference_lib.policy_entropy(world, table, scorer, params))
   # The manifest goes first and comes back last: a crash in between leaves no stale claim.
   folder.manifest("reference").unlink(missing_ok=True)
   final = folder.reference_dir()
   staging = final.with_name(f".{final.name}.staging")
   shutil.rmtree(staging, ignore_errors=True)
-  with checkpoint.Checkpointer(staging, max_to_keep=1) as ckpt:
+  with checkpoint.Checkpointer(staging, max_to_keep=1, host_local=True) as ckpt:
     ckpt.save(c.steps, params=params, opt_state={}, rng=jax.random.key(0),
               config_json=json.loads(config.to_json()))
   artifacts.replace_dir(staging, final)
   return params, folder.write_manifest("reference", metrics)
 
 
-def load_reference(config, world, table):
-  """The params of the current pi_ref (config.reference.kind)."""
+def load_reference(config, world, table, host_local: bool = False):
+  """The params of the current pi_ref (config.reference.kind); `host_local`: read by this
+  process alone (else every process of the job calls this)."""
   folder = run_folder.RunFolder(config)
   folder.require("reference")
   scorer, _ = train.networks(config, config.rl.horizon)
-  abstract = jax.eval_shape(lambda: nets.init_policy(
-      jax.random.key(config.seed), scorer, **features.feature_dims(world, table)))
-  return checkpoint.restore_params(folder.reference_dir(), abstract)
+  # Replicated on this host's devices: rollouts read the reference where they run.
+  on_host = jax.NamedSharding(distributed.make_mesh(devices=jax.local_devices()), jax.P())
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_host),
+      jax.eval_shape(lambda: nets.init_policy(
+          jax.random.key(config.seed), scorer, **features.feature_dims(world, table))))
+  return checkpoint.restore_params(folder.reference_dir(), abstract, host_local=host_local)
 
 
 def evaluate(config, runner, policy, ref_params, history, verbose: bool = True):

@@ -10,7 +10,9 @@ Each step directory holds separate items, so a reader can restore only what it n
   config     JsonSave       the run's config as a dict
 
 Saving is asynchronous (the device-to-host copy blocks, the write does not); every process
-of a multi-host job must call save/restore (Orbax synchronises them). Restoring takes
+of a multi-host job must call save/restore (Orbax synchronises them), unless the
+Checkpointer is `host_local`: then the calling process alone reads and writes (process 0
+saving a pre-train stage's checkpoint while the others wait for it). Restoring takes
 abstract trees (`jax.eval_shape` + target shardings), so a checkpoint written on one
 topology is read on another. A step Orbax cannot read raises an EagleError naming its
 directory, or falls back to the previous step when asked.
@@ -47,9 +49,12 @@ class Restored(NamedTuple):
   skipped: tuple[str, ...] = ()  # why each newer unreadable step was passed over (fallback)
 
 
-def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
-  handlers = {name: ocp.StandardCheckpointHandler() for name in _ARRAY_ITEMS}
-  handlers.update({name: ocp.JsonCheckpointHandler() for name in _JSON_ITEMS})
+def _item_handlers(multiprocessing: ocp.options.MultiprocessingOptions
+                   ) -> dict[str, ocp.CheckpointHandler]:
+  handlers = {name: ocp.StandardCheckpointHandler(multiprocessing_options=multiprocessing)
+              for name in _ARRAY_ITEMS}
+  handlers.update({name: ocp.JsonCheckpointHandler(multiprocessing_options=multiprocessing)
+                   for name in _JSON_ITEMS})
   return handlers
 
 
@@ -60,9 +65,18 @@ def _abstract_key_data(abstract_key: Any) -> jax.ShapeDtypeStruct:
                               sharding=getattr(abstract_key, "sharding", None))
 
 
-def _replicated_structs(metadata: Any) -> Any:
-  """Abstract arrays from Orbax array metadata, replicated over every device."""
-  replicated = NamedSharding(distributed.make_mesh(), P())
+def _multiprocessing(host_local: bool) -> ocp.options.MultiprocessingOptions:
+  """Orbax's default (every process takes part), or this process alone as its own primary."""
+  if not host_local:
+    return ocp.options.MultiprocessingOptions()
+  index = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+
+
+def _replicated_structs(metadata: Any, devices=None) -> Any:
+  """Abstract arrays from Orbax array metadata, replicated over `devices` (default: every
+  device of every process)."""
+  replicated = NamedSharding(distributed.make_mesh(devices=devices), P())
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=replicated),
                       metadata)
 
@@ -73,15 +87,25 @@ def _first_line(error: BaseException) -> str:
 
 
 class Checkpointer:
-  """Saves and restores training state under `directory/<step>/`, keeping the last N."""
+  """Saves and restores training state under `directory/<step>/`, keeping the last N.
 
-  def __init__(self, directory, *, max_to_keep: int = 3, save_interval_steps: int = 1):
+  `host_local`: this process alone calls save/restore (no synchronisation with the other
+  processes of the job) and restores without a target onto its own devices.
+  """
+
+  def __init__(self, directory, *, max_to_keep: int = 3, save_interval_steps: int = 1,
+               host_local: bool = False):
     self.directory = pathlib.Path(directory).absolute()
+    self.host_local = host_local
+    multiprocessing = _multiprocessing(host_local)
+    if host_local:  # Orbax's `create` needs every process.
+      self.directory.mkdir(parents=True, exist_ok=True)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
-        enable_async_checkpointing=True, create=True)
+        enable_async_checkpointing=True, create=not host_local,
+        multiprocessing_options=multiprocessing)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_handlers=_item_handlers())
+                                          item_handlers=_item_handlers(multiprocessing))
 
   def save(self, step: int, *, params: Any, opt_state: Any, rng: jax.Array,
            config_json: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> bool:
@@ -92,9 +116,13 @@ class Checkpointer:
     """
     meta = {"step": int(step), "rng_impl": str(jax.random.key_impl(rng)),
             "extra": dict(extra or {})}
+    key_data = jax.random.key_data(rng)
+    if self.host_local and jax.process_count() > 1:
+      # Orbax refuses this process's device arrays in a multi-process job: host copies.
+      params, opt_state, key_data = jax.device_get((params, opt_state, key_data))
     items = {
         "params": ocp.args.StandardSave(params),
-        "rng": ocp.args.StandardSave({"key_data": jax.random.key_data(rng)}),
+        "rng": ocp.args.StandardSave({"key_data": key_data}),
         "meta": ocp.args.JsonSave(meta),
         "config": ocp.args.JsonSave(dict(config_json)),
     }
@@ -174,8 +202,10 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def abstract_params(self, step: int) -> Any:
-    """The saved params' shapes and dtypes, replicated over all devices (no target needed)."""
-    return _replicated_structs(self._manager.item_metadata(step)["params"])
+    """The saved params' shapes and dtypes, replicated over all devices (a host-local
+    Checkpointer: this process's devices); no target needed."""
+    return _replicated_structs(self._manager.item_metadata(step)["params"],
+                               jax.local_devices() if self.host_local else None)
 
   def wait(self) -> None:
     """Blocks until every pending asynchronous save is on disk."""
@@ -192,15 +222,17 @@ class Checkpointer:
     self.close()
 
 
-def restore_params(directory, abstract_params: Any | None = None) -> Any:
+def restore_params(directory, abstract_params: Any | None = None, *,
+                   host_local: bool = False) -> Any:
   """The params of the latest step of a checkpoint directory, or of an `export_params`
-  directory, in the shapes of `abstract_params` (None: the saved shapes, replicated)."""
+  directory, in the shapes of `abstract_params` (None: the saved shapes, replicated).
+  `host_local`: read by this process alone (see `Checkpointer`)."""
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     raise EagleError(f"checkpoint {directory} not found")
   if not any(p.name.isdigit() for p in directory.iterdir()):  # An export.
-    return load_exported(directory, abstract_params)
-  with Checkpointer(directory) as ckpt:
+    return load_exported(directory, abstract_params, host_local=host_local)
+  with Checkpointer(directory, host_local=host_local) as ckpt:
     step = ckpt.latest_step()
     if abstract_params is None:
       abstract_params = ckpt.abstract_params(step)
@@ -235,16 +267,19 @@ def export_params(checkpoint_dir, step: int | None, out_dir) -> pathlib.Path:
   return out_dir
 
 
-def load_exported(out_dir, abstract_params: Any | None = None) -> Any:
+def load_exported(out_dir, abstract_params: Any | None = None, *,
+                  host_local: bool = False) -> Any:
   """Loads params written by `export_params` into the shapes/shardings of `abstract_params`
-  (None: the saved shapes, replicated over all devices)."""
+  (None: the saved shapes, replicated over all devices; `host_local`: read by this process
+  alone, onto its own devices)."""
   out_dir = pathlib.Path(out_dir).absolute()
   if not out_dir.is_dir():
     raise EagleError(f"exported params {out_dir} not found (write them with export_params)")
-  with ocp.StandardCheckpointer() as loader:
+  with ocp.StandardCheckpointer(multiprocessing_options=_multiprocessing(host_local)) as loader:
     try:
       if abstract_params is None:
-        abstract_params = _replicated_structs(loader.metadata(out_dir).item_metadata)
+        abstract_params = _replicated_structs(loader.metadata(out_dir).item_metadata,
+                                              jax.local_devices() if host_local else None)
       return loader.restore(out_dir, abstract_params)
     except Exception as e:  # As in Checkpointer.restore: many error types for one cause.
       raise EagleError(f"exported params {out_dir} cannot be restored (truncated, corrupt, or "
