@@ -16,6 +16,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
   common.add_run_args(parser)
 
 
+@common.process_zero_stage
 def run(args) -> int:
   from eagle_jax.loop import stages
   from eagle_jax.run import folder as run_folder

@@ -1,10 +1,13 @@
-"""Shared CLI glue: the config from flags, announced and saved in the run folder."""
+"""Shared CLI glue: the config from flags, announced and saved in the run folder; the
+pre-train stages in a multi-process job."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 
 from eagle_jax.config import load_config
+from eagle_jax.errors import EagleError
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -37,3 +40,39 @@ def print_environment(environment, config) -> None:
           f"noise sigma {s['sigma']:.3g}; one step ahead the best candidate gains "
           f"+{s['oracle_gain']:.3f} over a random pick, the predicted best "
           f"{s['predicted_gain']:+.3f}", flush=True)
+
+
+def process_zero_stage(run):
+  """A pre-train stage's `run(args)` for a multi-process job (`distributed.initialize()`):
+  process 0 runs the stage host-locally and writes its artefacts to the shared workdir; the
+  others skip it and wait until it is done (else they would run ahead into the next stage),
+  then exit with its outcome. On one process: the stage as it is."""
+
+  @functools.wraps(run)
+  def wrapped(args) -> int:
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from eagle_jax import distributed
+    if not distributed.initialize() or jax.process_count() == 1:
+      return run(args)
+    # The broadcast of process 0's exit status is a collective over every process: the
+    # barrier, met by process 0 whether its stage succeeded or not.
+    if distributed.is_main_process():
+      status = 1
+      try:
+        status = run(args) or 0
+        return status
+      finally:
+        multihost_utils.broadcast_one_to_all(np.int32(status))
+    me = f"process {jax.process_index()} of {jax.process_count()}"
+    print(f"{me}: `{args.command}` runs on process 0; waiting for it", flush=True)
+    status = int(multihost_utils.broadcast_one_to_all(np.int32(0)))
+    if status:
+      raise EagleError(f"`{args.command}` failed on process 0 (exit status {status}); its "
+                       "log says why")
+    print(f"{me}: process 0 finished `{args.command}`", flush=True)
+    return 0
+
+  return wrapped

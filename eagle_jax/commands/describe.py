@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from eagle_jax.commands.common import add_run_args, config_from_args
+from eagle_jax.commands.common import add_run_args, config_from_args, process_zero_stage
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +25,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
   add_run_args(parser)
 
 
+@process_zero_stage
 def run(args) -> int:
   from eagle_jax.run import folder as run_folder
   from eagle_jax.world import describe

@@ -20,6 +20,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
   common.add_run_args(parser)
 
 
+@common.process_zero_stage
 def run(args) -> int:
   import numpy as np
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from eagle_jax.commands.common import add_run_args, config_from_args
+from eagle_jax.commands.common import add_run_args, config_from_args, process_zero_stage
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 DATA_FLAGS = (("data", "data.source"), ("descriptions", "data.descriptions"))
 
 
+@process_zero_stage
 def run(args) -> int:
   from eagle_jax.world import prepared
   config = config_from_args(args, DATA_FLAGS)

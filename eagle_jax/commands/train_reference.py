@@ -17,6 +17,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                       help="reference distribution (overrides config.reference.kind)")
 
 
+@common.process_zero_stage
 def run(args) -> int:
   import numpy as np
 
