@@ -21,16 +21,18 @@ from eagle_jax.run import checkpoint
 assert distributed.initialize()
 directory = sys.argv[1]
 params = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+on_host = jax.NamedSharding(distributed.make_mesh(devices=jax.local_devices()), jax.P())
+abstract = {"w": jax.ShapeDtypeStruct((2, 3), np.float32, sharding=on_host)}  # As load_reference.
 alone = None
 if distributed.is_main_process():
   with checkpoint.Checkpointer(directory, host_local=True) as ckpt:
     ckpt.save(3, params=params, opt_state={}, rng=jax.random.key(0), config_json={})
   leaf = checkpoint.restore_params(directory, host_local=True)["w"]  # No target: local devices.
-  target = checkpoint.restore_params(directory, jax.eval_shape(lambda: params), host_local=True)
+  target = checkpoint.restore_params(directory, abstract, host_local=True)
   alone = {"w": np.asarray(leaf).tolist(), "target": np.asarray(target["w"]).tolist(),
            "local": leaf.sharding.device_set <= set(jax.local_devices())}
 multihost_utils.sync_global_devices("saved")
-together = checkpoint.restore_params(directory, jax.eval_shape(lambda: params))
+together = checkpoint.restore_params(directory, abstract)
 print("RESULT " + json.dumps({"process": jax.process_index(), "alone": alone,
                               "together": np.asarray(together["w"]).tolist()}), flush=True)
 """
