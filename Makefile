@@ -89,7 +89,8 @@ $(QWEN05):
 clean:
 	rm -rf runs/demo runs/smoke .pytest_cache
 
-# Pod-scale training on Cloud TPU (see tpu/launch.sh --help for the variables).
+# The whole loop on a Cloud TPU pod slice, runs kept in a bucket: make tpu-train
+# BUCKET=gs://NAME (tpu/launch.sh --help: the variables).
 tpu-train:
 	bash tpu/launch.sh
 
