@@ -12,9 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tqdm
+from jax.sharding import PartitionSpec as P
 
 from eagle_jax import distributed
 from eagle_jax.llm import model as model_lib
+from eagle_jax.llm import partitioning
 from eagle_jax.llm import sampler as sampler_lib
 from eagle_jax.llm.weights import LoadedModel
 from tests.fakes import BOS, CHAT_TEMPLATE, PAD, tiny_model
@@ -268,17 +270,42 @@ def test_seeds_are_deterministic():
 @pytest.mark.skipif(jax.device_count() < 8,
                     reason="needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
 @pytest.mark.parametrize("strategy", [sampler_lib.Greedy(), sampler_lib.Temperature(1.0)])
-def test_one_and_eight_devices_agree(strategy):
+def test_sharded_meshes_agree_with_one_device(strategy):
+  """Rows over `data`, weights and KV cache over `model`: 8x1, 4x2 and 2x4 sample what one
+  device samples. tiny llama: 4 heads, 2 KV heads, so at model 4 the cache stays whole."""
   lm = tiny_model()
   prompts = PROMPTS + ["one more", "and another prompt"]
+  meshes = [(1, 1), (8, 1), (4, 2), (2, 4)]
+  if isinstance(strategy, sampler_lib.Temperature):
+    meshes = [(1, 1), (2, 4)]
   outs = []
-  for n in (1, 8):
-    sampler = sampler_lib.Sampler(lm, buckets=(32,), batch_size=8,
-                                  mesh=distributed.make_mesh(n))
-    assert sampler.params["embed"]["embedding"].sharding.is_fully_replicated
+  for data, model in meshes:
+    mesh = distributed.make_mesh(data * model, model=model)
+    sampler = sampler_lib.Sampler(lm, buckets=(32,), batch_size=8, mesh=mesh)
+    q = sampler.params["layers_0"]["attn"]["q"]["kernel"]
+    assert q.addressable_shards[0].data.shape == (32, 4 // model, 8)  # 1/model of the heads.
     outs.append(sampler.sample(prompts, max_new_tokens=10, strategy=strategy, seed=7))
-  assert outs[0].token_ids == outs[1].token_ids
-  assert outs[0].texts == outs[1].texts
+    for out in outs[1:]:
+      assert out.token_ids == outs[0].token_ids, (data, model)
+      assert out.texts == outs[0].texts
+      for a, b in zip(out.logprobs, outs[0].logprobs):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_partition_specs_split_what_the_model_axis_divides():
+  if jax.device_count() < 4:
+    pytest.skip("needs 4 devices")
+  mesh = distributed.make_mesh(4, model=4)
+  spec = lambda path, shape: partitioning.param_spec(path, shape, mesh)  # noqa: E731
+  assert spec(("layers_0", "attn", "q", "kernel"), (32, 4, 8)) == P(None, "model", None)
+  assert spec(("layers_0", "attn", "k", "kernel"), (32, 2, 8)) == P(None, None, None)
+  assert spec(("layers_0", "attn", "o", "kernel"), (4, 8, 32)) == P("model", None, None)
+  assert spec(("layers_0", "mlp", "down", "kernel"), (64, 32)) == P("model", None)
+  assert spec(("embed", "embedding"), (300, 32)) == P("model", None)
+  assert spec(("lm_head",), (32, 300)) == P(None, "model")
+  assert spec(("layers_0", "attn_norm", "scale"), (32,)) == P(None)
+  assert partitioning.cache_spec((8, 40, 4, 8), mesh) == P("data", None, "model", None)
+  assert partitioning.cache_spec((1, 40, 2, 8), mesh, rows=False) == P(None, None, None, None)
 
 
 def test_long_prompt_is_truncated_from_the_left():

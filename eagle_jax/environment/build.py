@@ -33,14 +33,15 @@ def build_environment(config, world=None, table=None):
 
 
 def make_sampler(config, batch_size: int, model: str | None = None):
-  """An LLM (config.llm's unless `model` names another) behind a sampler sharded over the
-  local devices."""
+  """An LLM (config.llm's unless `model` names another) behind a sampler sharded over this
+  host's devices as config.mesh says (rows over `data`, weights over `model`)."""
   from eagle_jax import distributed
   from eagle_jax.llm import sampler as sampler_lib
   from eagle_jax.llm.weights import load_model
   c = config.llm
   return sampler_lib.Sampler(load_model(model or c.model, dtype=c.dtype), batch_size=batch_size,
-                             buckets=tuple(c.prompt_buckets), mesh=distributed.make_mesh())
+                             buckets=tuple(c.prompt_buckets),
+                             mesh=distributed.mesh_from_config(config, local=True))
 
 
 def generate_fn(environment, config):

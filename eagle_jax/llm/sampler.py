@@ -1,7 +1,8 @@
 """Batched, sharded sampling from the decoder: continuous batching over a static KV cache.
 
-A `sample` call pours its prompts through B slots (a power of two times the device count, at
-most `batch_size`, sharded over the `data` mesh axis, params replicated):
+A `sample` call pours its prompts through B slots (a power of two times the `data` axis, at
+most `batch_size`, sharded over the `data` mesh axis; weights and KV cache split over the
+`model` axis as `partitioning` says):
   * a slot holds one prompt from cache slot 0, so its positions are its slots and rows need
     no alignment; the decode `lax.while_loop` writes each row at its own slot;
   * the loop hands back to the host when a quarter of the slots have finished: their outputs
@@ -42,6 +43,7 @@ from jax.sharding import PartitionSpec as P
 from eagle_jax import distributed
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import model as model_lib
+from eagle_jax.llm import partitioning
 from eagle_jax.llm import prompting
 
 # The output buffer is rounded up to this many tokens: nearby max_new_tokens share a program.
@@ -191,10 +193,16 @@ class _Program:
 
   def constrain(self, tree):
     """Rows (the leading axis) on the `data` axis when they divide over it, else replicated
-    (a single-row prefix cache)."""
-    rows = jax.tree.leaves(tree)[0].shape[0]
-    spec = P("data") if rows % self.mesh.shape["data"] == 0 else P()
-    return jax.lax.with_sharding_constraint(tree, NamedSharding(self.mesh, spec))
+    (a single-row prefix cache); KV caches (the only 4-D leaves) also split heads over
+    `model`."""
+    rows = jax.tree.leaves(tree)[0].shape[0] % self.mesh.shape[distributed.DATA_AXIS] == 0
+
+    def spec(x):
+      if x.ndim == 4:
+        return partitioning.cache_spec(x.shape, self.mesh, rows)
+      return P(distributed.DATA_AXIS) if rows else P()
+    return jax.tree.map(
+        lambda x: jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec(x))), tree)
 
   def sample(self, logits: jax.Array, keys: jax.Array, count: jax.Array):
     """Tokens and their log-probs [k] from logits [k, V]; row keys folded with its count, so a
@@ -351,17 +359,19 @@ class Sampler:
     if prefill_chunk < 1:
       raise EagleError(f"prefill_chunk must be >= 1, got {prefill_chunk}")
     self.model = model
-    self.mesh = mesh if mesh is not None else distributed.make_mesh()
-    self.num_devices = self.mesh.devices.size
+    # Default: this host's devices, so every result it reads back is addressable.
+    self.mesh = mesh if mesh is not None else distributed.make_mesh(devices=jax.local_devices())
+    self.data_shards = self.mesh.shape[distributed.DATA_AXIS]
     self.buckets = tuple(sorted(set(int(b) for b in buckets)))
-    self.batch_size = _round_up(max(1, batch_size), self.num_devices)
+    self.batch_size = _round_up(max(1, batch_size), self.data_shards)
     self.prefill_chunk = prefill_chunk
     tok = model.tokenizer
     self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None
                       else (model.eos_ids[0] if model.eos_ids else 0))
     leaves = jax.tree.leaves(model.params)
     self.dtype = np.dtype(max(leaves, key=lambda x: x.size).dtype)  # The embedding's dtype.
-    self.params = jax.device_put(model.params, NamedSharding(self.mesh, P()))
+    self.params = jax.device_put(model.params,
+                                 partitioning.param_shardings(model.params, self.mesh))
 
   def _program(self, strategy: Strategy) -> _Program:
     return _Program(self.model.config, strategy, self.pad_id, tuple(self.model.eos_ids),
@@ -389,8 +399,8 @@ class Sampler:
     return ids[:1] + ids[len(ids) - limit + 1:] if keep_bos else ids[len(ids) - limit:]
 
   def _rows(self, n: int) -> int:
-    """Slots: devices x a power of two, at most batch_size (few programs)."""
-    rows = self.num_devices
+    """Slots: data shards x a power of two, at most batch_size (few programs)."""
+    rows = self.data_shards
     while rows < n:
       rows *= 2
     return min(rows, self.batch_size)
@@ -466,7 +476,7 @@ class _Run:
     self.rows = sampler._rows(len(ids))
     # Refills admit a quarter of the slots at a time (a multiple of the data axis, so their
     # prefill is sharded); the first fill takes all slots at once: two admission programs.
-    self.unit = min(self.rows, _round_up(max(1, self.rows // 4), sampler.mesh.shape["data"]))
+    self.unit = min(self.rows, _round_up(max(1, self.rows // 4), sampler.data_shards))
     buffer = _round_up(max_new_tokens, _BUFFER_MULTIPLE)
     bucket = next(b for b in sampler.buckets if b >= max(map(len, ids)))
     cache_length = bucket + buffer
