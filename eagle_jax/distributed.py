@@ -28,6 +28,8 @@ MODEL_AXIS = "model"
 # launch (e.g. two processes on one machine) say them too.
 _NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
 _PROCESS_ID_ENV = "JAX_PROCESS_ID"
+# How long the others wait for a silent process before the job fails (JAX's default: 100 s).
+_HEARTBEAT_ENV = "EAGLE_HEARTBEAT_TIMEOUT_S"
 
 
 def unusable_platform() -> str | None:
@@ -72,7 +74,8 @@ def initialize(enabled: bool | None = None) -> bool:
   Asked to by `enabled`, else by `EAGLE_DISTRIBUTED=1`, else by a set
   `JAX_COORDINATOR_ADDRESS`. Must run before anything touches a device. On a TPU pod or
   SLURM, JAX finds the coordinator and process ids itself; elsewhere set
-  JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+  JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID. A process that
+  dies stops the job after EAGLE_HEARTBEAT_TIMEOUT_S seconds (default 100).
   """
   if enabled is None:
     enabled = _env_flag("EAGLE_DISTRIBUTED")
@@ -84,7 +87,8 @@ def initialize(enabled: bool | None = None) -> bool:
     return True
   try:
     jax.distributed.initialize(num_processes=_env_int(_NUM_PROCESSES_ENV),
-                               process_id=_env_int(_PROCESS_ID_ENV))
+                               process_id=_env_int(_PROCESS_ID_ENV),
+                               heartbeat_timeout_seconds=_env_int(_HEARTBEAT_ENV) or 100)
   except (ValueError, RuntimeError) as e:
     raise EagleError(
         f"jax.distributed.initialize failed: {e} (on a TPU pod or SLURM it needs no "
@@ -181,3 +185,12 @@ def process_rows(total: int) -> slice:
                      "(set the batch size to a multiple of the process count)")
   per = total // count
   return slice(index * per, (index + 1) * per)
+
+
+def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
+  """Each scalar averaged over the processes (each passes its own; on one process: as is)."""
+  local = np.asarray([float(v) for v in values.values()], np.float32)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    local = np.asarray(multihost_utils.process_allgather(local)).mean(axis=0)
+  return dict(zip(values, local.tolist()))

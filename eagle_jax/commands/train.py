@@ -50,12 +50,12 @@ def run(args) -> int:
   config = common.config_from_args(args, announce=distributed.is_main_process())
   world = prepared.load(config)
   table = stages.load_anchors(config)
-  ref_params = stages.load_reference(config, world, table)
+  ref_params = stages.load_reference(config, world, table, host_local=True)
   environment = runtime.build_environment(config, world, table)
   common.print_environment(environment, config)
   runner = rollout.make_runner(config, world, table, environment)
-  policy, _, history = train.train(config, runner, ref_params, distributed.make_mesh(),
-                                   resume=args.resume)
+  policy, _, history = train.train(config, runner, ref_params,
+                                   distributed.mesh_from_config(config), resume=args.resume)
   if args.skip_eval or not distributed.is_main_process():
     return 0
   print(f"held-out comparison on {int(table.heldout.sum())} unseen (movie, user) anchors:")

@@ -261,9 +261,13 @@ def make_runner(config, world, table, environment=None):
 
 
 def scorer_policy(scorer: nets.ActionScorer, params, *, greedy: bool,
-                  rng: jax.Array | None = None) -> Choose:
-  """pi(a | x_t, u) from an ActionScorer: sampled (training) or argmax (evaluation)."""
-  keys = [rng]
+                  rng: jax.Array | None = None, first_episode: int = 0) -> Choose:
+  """pi(a | x_t, u) from an ActionScorer: sampled (training) or argmax (evaluation).
+
+  Draws are keyed by (rng, step, episode index), the batch's rows being episodes
+  first_episode.. of the global batch: a host that rolls out its share draws what one host
+  rolling out the whole batch would.
+  """
 
   def choose(obs: Observation):
     logits = nets.batched_logits(
@@ -272,8 +276,9 @@ def scorer_policy(scorer: nets.ActionScorer, params, *, greedy: bool,
         jnp.full(len(obs.anchors), obs.step, jnp.int32))
     if greedy:
       return np.asarray(jnp.argmax(logits, -1))
-    keys[0], key = jax.random.split(keys[0])
-    return np.asarray(jax.random.categorical(key, logits))
+    episodes = first_episode + jnp.arange(len(obs.anchors))
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(rng, obs.step), episodes)
+    return np.asarray(jax.vmap(jax.random.categorical)(keys, logits))
   return choose
 
 

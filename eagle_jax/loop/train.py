@@ -5,6 +5,10 @@ current policy (the environment LLM rewrites all B descriptions per step in one 
 call), scores x_H with the utility, records the frozen reference's logits, and takes one
 jitted data-parallel REINFORCE + GAE + KL step. Every random draw of iteration i derives
 from (seed, i), so `--resume` from a checkpoint replays the remaining iterations exactly.
+
+On several hosts each process rolls out its own share of the B episodes on its own devices
+(`distributed.process_rows`); the shares meet in one global batch on the mesh's `data`
+axis, every process takes part in the update and the checkpoint, and process 0 logs.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from eagle_jax import distributed
 from eagle_jax.agent import nets, rl
 from eagle_jax.environment import features
 from eagle_jax.loop import rollout
@@ -51,15 +57,13 @@ def with_value_bias(params, mean_return: float):
 
 def episodes_to_batch(episodes: rollout.Episodes, ref_logits: np.ndarray,
                       reward_mode: str) -> rl.Batch:
+  """The update's host-local rows (numpy; `distributed.shard_batch` places them)."""
   H = episodes.chosen.shape[1]
-  return rl.Batch(states=jnp.asarray(episodes.states[:, :H]),
-                  final_states=jnp.asarray(episodes.states[:, H]),
-                  users=jnp.asarray(episodes.users),
-                  actions=jnp.asarray(episodes.candidates),
-                  masks=jnp.asarray(episodes.masks),
-                  chosen=jnp.asarray(episodes.chosen),
-                  rewards=jnp.asarray(episodes.rewards(reward_mode), jnp.float32),
-                  ref_logits=jnp.asarray(ref_logits))
+  return rl.Batch(states=episodes.states[:, :H], final_states=episodes.states[:, H],
+                  users=episodes.users, actions=episodes.candidates, masks=episodes.masks,
+                  chosen=episodes.chosen,
+                  rewards=episodes.rewards(reward_mode).astype(np.float32),
+                  ref_logits=np.asarray(ref_logits))
 
 
 def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bool,
@@ -80,11 +84,14 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
                                  state_dim=dims["state_dim"], user_dim=dims["user_dim"])
   state = rl.TrainState.create({"policy": ref_params, "value": value_params}, optimizer,
                                jax.random.key(config.seed))
+  main = distributed.is_main_process()
   ckpt = checkpoint.Checkpointer(workdir / run_folder.CHECKPOINTS,
                                  max_to_keep=config.checkpoint.keep)
   start = 0
   if resume and ckpt.latest_step() is not None:
-    abstract = jax.eval_shape(lambda s: s, state)
+    replicated = NamedSharding(mesh, P())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                            jax.eval_shape(lambda s: s, state))
     restored = ckpt.restore({"params": abstract.params, "opt_state": abstract.opt_state,
                              "rng": abstract.rng}, fallback=True)
     changed = config_lib.changed_keys(restored.config, config)
@@ -93,7 +100,7 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
                        f"another config ({'; '.join(changed)}); resume with the same values "
                        "or start a new --workdir")
     unreadable = [s for s in ckpt.all_steps() if s > restored.step]
-    if unreadable:  # Set aside, so the replayed steps are saved afresh.
+    if unreadable and main:  # Set aside, so the replayed steps are saved afresh.
       aside = workdir / run_folder.CORRUPT_CHECKPOINTS
       for step in unreadable:
         ckpt.set_aside(step, aside)
@@ -102,51 +109,62 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
     state = state.replace(params=restored.params, opt_state=restored.opt_state,
                           rng=restored.rng, step=jnp.asarray(restored.step, jnp.int32))
     start = restored.step
-    if progress:
+    if progress and main:
       print(f"resumed from {ckpt.directory / str(start)}", flush=True)
   elif not resume and ckpt.latest_step() is not None:
     raise EagleError(f"{ckpt.directory} already holds checkpoints: pass --resume to continue, "
                      "or choose a new --workdir")
-  run_folder.RunFolder(config).save_config()
-  logger = MetricsLogger(workdir, truncate_after=start)
+  logger = None
+  if main:
+    run_folder.RunFolder(config).save_config()
+    logger = MetricsLogger(workdir, truncate_after=start)
   train_anchors = runner.table.split(heldout=False)
+  mine = distributed.process_rows(c.batch_size)  # This host's episodes of the global batch.
   base_key = jax.random.key(config.seed)
-  bar = tqdm.trange(start, c.iterations, desc="EAGLE RL", disable=not progress,
+  bar = tqdm.trange(start, c.iterations, desc="EAGLE RL", disable=not (progress and main),
                     initial=start, total=c.iterations)
   for it in bar:
     t0 = time.perf_counter()
     key = jax.random.fold_in(base_key, it)
     pick_key, policy_key = jax.random.split(key)
-    anchors = np.asarray(jax.random.choice(pick_key, train_anchors, (c.batch_size,)))
-    policy = rollout.scorer_policy(scorer, state.params["policy"], greedy=False, rng=policy_key)
+    anchors = np.asarray(jax.random.choice(pick_key, train_anchors, (c.batch_size,)))[mine]
+    policy = rollout.scorer_policy(scorer, state.params["policy"], greedy=False,
+                                   rng=policy_key, first_episode=mine.start)
     episodes = runner.run(anchors, policy, seed=config.seed * 100_000 + it)
     ref_logits = rollout.logits_of(scorer, ref_params, episodes)
     batch = episodes_to_batch(episodes, ref_logits, c.reward)
+    # Means over the global batch (every host holds as many episodes).
+    means = distributed.mean_over_processes({
+        "reward/mean": episodes.rewards(c.reward).sum(1).mean(),
+        "utility/total": episodes.utility[:, -1].mean(),
+        "utility/rating": episodes.rating[:, -1].mean(),
+        "utility/distance": episodes.distance[:, -1].mean(),
+        "env/degenerate": episodes.degenerate / len(anchors),
+    })
     if it == 0:  # Fresh run: the first batch sets the value head's bias.
-      state = state.replace(params=with_value_bias(state.params,
-                                                   float(batch.rewards.sum(1).mean())))
+      state = state.replace(params=with_value_bias(state.params, means["reward/mean"]))
     t1 = time.perf_counter()
-    state, metrics = train_step(state, batch)
+    state, metrics = train_step(state, distributed.shard_batch(mesh, batch))
     t2 = time.perf_counter()
     if (it + 1) % config.checkpoint.every == 0 or it + 1 == c.iterations:
       ckpt.save(it + 1, params=state.params, opt_state=state.opt_state, rng=state.rng,
                 config_json=json.loads(config.to_json()))
     step_s = time.perf_counter() - t0
     scalars = {f"loss/{k}": float(v) for k, v in metrics.items()}
+    scalars.update(means)
     scalars.update({
-        "reward/mean": float(episodes.rewards(c.reward).sum(1).mean()),
-        "utility/total": float(episodes.utility[:, -1].mean()),
-        "utility/rating": float(episodes.rating[:, -1].mean()),
-        "utility/distance": float(episodes.distance[:, -1].mean()),
-        "env/degenerate": episodes.degenerate,
+        "env/degenerate": round(means["env/degenerate"] * c.batch_size),
         "time/step_s": step_s,
         "time/llm_s": episodes.llm_s,
         "env/tokens_per_s": episodes.llm_tokens / max(episodes.llm_s, 1e-9),
         "time/update_s": t2 - t1,
         "time/non_llm_fraction": (step_s - episodes.llm_s) / step_s,
     })
-    logger.write(it + 1, scalars)
+    if logger:
+      logger.write(it + 1, scalars)
     bar.set_postfix(U=f"{scalars['utility/total']:.3f}", kl=f"{scalars.get('loss/kl', 0):.3f}")
   ckpt.close()
+  if not logger:
+    return state.params["policy"], state.params["value"], []
   logger.close()
   return state.params["policy"], state.params["value"], read_metrics(workdir)
