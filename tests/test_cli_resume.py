@@ -131,7 +131,7 @@ def _two_processes(workdir, tiny_llm, *args):
   env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
              JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
              EAGLE_HEARTBEAT_TIMEOUT_S="10")
-  return [subprocess.Popen(_cli(workdir, tiny_llm, "train", "--skip-eval", *args),
+  return [subprocess.Popen(_cli(workdir, tiny_llm, "train", *args),
                            env={**env, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
 
@@ -142,11 +142,12 @@ def _two_processes(workdir, tiny_llm, *args):
 def test_two_processes_train_what_one_does_and_resume_after_one_dies(tmp_path, tiny_llm,
                                                                      trained):
   """Each process rolls out its half of every batch on its own 4 devices; the halves meet in
-  one global batch. Killing process 1 fails the job in one message; `--resume` recovers."""
+  one global batch. Killing process 1 fails the job in one message; `--resume` recovers and
+  ends with process 0's held-out evaluation."""
   before, a, exported_a = trained
   c = tmp_path / "c"
   shutil.copytree(before, c)
-  procs = _two_processes(c, tiny_llm)
+  procs = _two_processes(c, tiny_llm, "--skip-eval")
   deadline = time.monotonic() + 300
   while len(_metrics(c)) < 2 and procs[0].poll() is None and time.monotonic() < deadline:
     time.sleep(0.02)
@@ -162,6 +163,9 @@ def test_two_processes_train_what_one_does_and_resume_after_one_dies(tmp_path, t
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
   assert "resumed from" in outputs[0] and "resumed from" not in outputs[1]  # Process 0 logs.
+  # Process 0 evaluates and writes the report while process 1 waits for it.
+  assert "EAGLE - random (paired)" in outputs[0] and (c / "eval.json").is_file()
+  assert "process 1 of 2: process 0 finished the held-out evaluation" in outputs[1]
   # The metrics are means over the global batch: equal only if the two halves together are
   # the single process's batch (not twice the same half).
   # The environment's numbers match closely; the update's float32 reductions run in another

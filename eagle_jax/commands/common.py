@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from typing import Callable
 
 from eagle_jax.config import load_config
 from eagle_jax.errors import EagleError
@@ -42,37 +43,44 @@ def print_environment(environment, config) -> None:
           f"{s['predicted_gain']:+.3f}", flush=True)
 
 
+def on_process_zero(name: str, work: Callable[[], int | None]) -> int:
+  """Runs `work` on process 0 while the other processes of the job wait for it and share its
+  outcome (an EagleError if it failed), so no process runs ahead or exits before a
+  collective; on one process, `work()`."""
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  from eagle_jax import distributed
+  if jax.process_count() == 1:
+    return work() or 0
+  # The broadcast of process 0's exit status is a collective over every process: the
+  # barrier, met by process 0 whether its work succeeded or not.
+  if distributed.is_main_process():
+    status = 1
+    try:
+      status = work() or 0
+      return status
+    finally:
+      multihost_utils.broadcast_one_to_all(np.int32(status))
+  me = f"process {jax.process_index()} of {jax.process_count()}"
+  print(f"{me}: {name} runs on process 0; waiting for it", flush=True)
+  status = int(multihost_utils.broadcast_one_to_all(np.int32(0)))
+  if status:
+    raise EagleError(f"{name} failed on process 0 (exit status {status}); its log says why")
+  print(f"{me}: process 0 finished {name}", flush=True)
+  return 0
+
+
 def process_zero_stage(run):
-  """A pre-train stage's `run(args)` for a multi-process job (`distributed.initialize()`):
-  process 0 runs the stage host-locally and writes its artefacts to the shared workdir; the
-  others skip it and wait until it is done (else they would run ahead into the next stage),
-  then exit with its outcome. On one process: the stage as it is."""
+  """A pre-train stage's `run(args)`: in a multi-process job (`distributed.initialize()`),
+  process 0 runs the stage host-locally and writes its artefacts to the shared workdir while
+  the others wait (`on_process_zero`); on one process, the stage as it is."""
 
   @functools.wraps(run)
   def wrapped(args) -> int:
-    import jax
-    import numpy as np
-    from jax.experimental import multihost_utils
-
     from eagle_jax import distributed
-    if not distributed.initialize() or jax.process_count() == 1:
-      return run(args)
-    # The broadcast of process 0's exit status is a collective over every process: the
-    # barrier, met by process 0 whether its stage succeeded or not.
-    if distributed.is_main_process():
-      status = 1
-      try:
-        status = run(args) or 0
-        return status
-      finally:
-        multihost_utils.broadcast_one_to_all(np.int32(status))
-    me = f"process {jax.process_index()} of {jax.process_count()}"
-    print(f"{me}: `{args.command}` runs on process 0; waiting for it", flush=True)
-    status = int(multihost_utils.broadcast_one_to_all(np.int32(0)))
-    if status:
-      raise EagleError(f"`{args.command}` failed on process 0 (exit status {status}); its "
-                       "log says why")
-    print(f"{me}: process 0 finished `{args.command}`", flush=True)
-    return 0
+    distributed.initialize()
+    return on_process_zero(f"`{args.command}`", lambda: run(args))
 
   return wrapped

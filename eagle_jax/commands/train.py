@@ -39,12 +39,9 @@ def _print_power(diff: dict, episodes_per_pair: int) -> None:
 
 
 def run(args) -> int:
-  import numpy as np
-
   from eagle_jax import distributed
   from eagle_jax.environment import build as runtime
   from eagle_jax.loop import rollout, stages, train
-  from eagle_jax.run import folder as run_folder
   from eagle_jax.world import prepared
   distributed.initialize()
   config = common.config_from_args(args, announce=distributed.is_main_process())
@@ -56,8 +53,19 @@ def run(args) -> int:
   runner = rollout.make_runner(config, world, table, environment)
   policy, _, history = train.train(config, runner, ref_params,
                                    distributed.mesh_from_config(config), resume=args.resume)
-  if args.skip_eval or not distributed.is_main_process():
+  if args.skip_eval:
     return 0
+  # The others wait: exiting first would leave process 0 alone in the job's shutdown.
+  return common.on_process_zero(
+      "the held-out evaluation", lambda: _evaluate(config, world, table, runner, policy,
+                                                   ref_params, history))
+
+
+def _evaluate(config, world, table, runner, policy, ref_params, history) -> int:
+  import numpy as np
+
+  from eagle_jax.loop import stages
+  from eagle_jax.run import folder as run_folder
   print(f"held-out comparison on {int(table.heldout.sum())} unseen (movie, user) anchors:")
   results, episodes = stages.evaluate(config, runner, policy, ref_params, history)
   eagle = episodes["eagle"]
