@@ -102,7 +102,7 @@ def test_changed_keys_name_what_a_resume_would_splice():
   from eagle_jax.config import changed_keys
   saved = json.loads(load_config(DEMO).to_json())
   same_run = load_config(DEMO, ["rl.iterations=40", "checkpoint.every=5", "eval.best_of_n=4",
-                                "workdir='elsewhere'"])
+                                "workdir='elsewhere'", "mesh.model=2"])
   assert changed_keys(saved, same_run) == []
   other = load_config(DEMO, ["rl.kl_coef=0.5", "llm.prompt_buckets=(128, 256)"])
   assert changed_keys(saved, other) == ["llm.prompt_buckets: [128, 256, 512] -> [128, 256]",
