@@ -319,19 +319,28 @@ def _jit_over_mesh(update: Callable, mesh: Mesh, batch_size: Callable[[Any], int
                    check: Callable[[Any], None] | None = None) -> Callable:
   """Jits `update(state, batch)` with the batch on the `data` axis and the state
   replicated and donated; the returned function checks the batch and waits for the result.
+  Its `lower(state, batch)` checks abstract arguments (`jax.ShapeDtypeStruct`s) and lowers
+  the update for them: the ahead-of-time compile check (`python -m eagle_jax compile`).
   """
   replicated = NamedSharding(mesh, P())
   jitted = jax.jit(update, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
                    out_shardings=(replicated, replicated), donate_argnums=0)
   num_shards = mesh.shape["data"]
 
-  def step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+  def check_batch(batch: Any) -> None:
     size = batch_size(batch)
     if size % num_shards:
       raise EagleError(f"batch size {size} is not divisible by the {num_shards} devices of "
                        f"the mesh's data axis (set the batch size to a multiple of it)")
     if check is not None:
       check(batch)
+
+  def lower(state: Any, batch: Any) -> jax.stages.Lowered:
+    check_batch(batch)
+    return jitted.lower(state, batch)
+
+  def step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+    check_batch(batch)
     # Outputs come back replicated on the mesh; placing a fresh state there too keeps the
     # first and later calls on one compiled executable (a no-op once it is there).
     state = distributed.replicate(mesh, state)
@@ -339,6 +348,7 @@ def _jit_over_mesh(update: Callable, mesh: Mesh, batch_size: Callable[[Any], int
     # unblocked sharded steps can deadlock in XLA's CPU all-reduce.
     return jax.block_until_ready(jitted(state, batch))
 
+  step.lower = lower
   return step
 
 

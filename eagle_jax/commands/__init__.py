@@ -24,4 +24,6 @@ COMMANDS = {
               "run every point of a hyper-parameter grid (get_sweep() in the config file)"),
     "generate": ("eagle_jax.commands.generate:run",
                  "sample text from an LLM (smollm2, gemma3-270m, HF dir or .gguf)"),
+    "compile": ("eagle_jax.commands.compile:run",
+                "compile the update and the LLM sampler for the config's slice: memory per device"),
 }

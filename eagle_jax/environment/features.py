@@ -223,6 +223,11 @@ def paraphrase_stability(z0: np.ndarray, z_paraphrase: np.ndarray, paraphrased: 
 
 def feature_dims(world, table) -> dict[str, int]:
   """Input sizes of the scorer and value networks."""
-  d = world.item_z.shape[1]
-  return dict(state_dim=world.text_emb.shape[1] + d, user_dim=world.user_z.shape[1],
-              action_dim=table.action_emb.shape[-1] + 2 * d + 1)
+  return dims_of(text_dim=world.text_emb.shape[1], latent_dim=world.item_z.shape[1])
+
+
+def dims_of(text_dim: int, latent_dim: int) -> dict[str, int]:
+  """Input sizes of the networks for text embeddings and latents (users' and movies') of
+  these sizes: what `feature_dims` reads off a prepared world, known from a config alone."""
+  return dict(state_dim=text_dim + latent_dim, user_dim=latent_dim,
+              action_dim=text_dim + 2 * latent_dim + 1)

@@ -65,8 +65,9 @@ def gemma3_270m_path() -> pathlib.Path:
   return target
 
 
-def resolve(spec: str) -> ModelFiles:
-  """Finds the files for `spec`: a built-in name, a .gguf path, a checkpoint dir or a hub id."""
+def resolve(spec: str, download: bool = True) -> ModelFiles:
+  """Finds the files for `spec`: a built-in name, a .gguf path, a checkpoint dir or a hub id
+  (from the local HF cache, else downloaded when `download`)."""
   if spec == "smollm2":
     return ModelFiles(spec, "gguf", smollm2_path())
   if spec == "gemma3-270m":
@@ -81,12 +82,12 @@ def resolve(spec: str) -> ModelFiles:
       raise EagleError(f"{path} is not an HF checkpoint folder: config.json is missing")
     return ModelFiles(path.name, "hf", path)
   if spec.count("/") == 1 and not path.exists() and not spec.startswith((".", "/", "~")):
-    return ModelFiles(spec, "hf", _download(spec))
+    return ModelFiles(spec, "hf", _download(spec, download))
   raise EagleError(f"unknown model {spec!r}: expected one of {BUILTIN}, a .gguf file, an HF "
                    f"checkpoint folder (config.json + *.safetensors) or an HF hub id owner/name")
 
 
-def _download(repo_id: str) -> pathlib.Path:
+def _download(repo_id: str, online: bool = True) -> pathlib.Path:
   """A hub snapshot (config, safetensors, tokenizer): from the local HF cache, else online."""
   from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top
 
@@ -95,7 +96,8 @@ def _download(repo_id: str) -> pathlib.Path:
     return pathlib.Path(snapshot_download(repo_id, allow_patterns=patterns,
                                           local_files_only=True))
   except Exception:  # pylint: disable=broad-except  # Not cached: try the network below.
-    pass
+    if not online:
+      raise EagleError(f"hub model {repo_id!r} is not in the local HF cache") from None
   try:
     return pathlib.Path(snapshot_download(repo_id, allow_patterns=patterns))
   except Exception as e:  # pylint: disable=broad-except  # Offline, unknown or gated repo.

@@ -103,6 +103,11 @@ def load_model(spec: str, dtype: Any = "float32") -> LoadedModel:
                      add_bos=tok.add_bos)
 
 
+def read_config(files: registry.ModelFiles) -> ModelConfig:
+  """A model's shape from its files (`registry.resolve`), without reading its weights."""
+  return (_open_gguf if files.kind == "gguf" else _open_hf_dir)(files.path)[0]
+
+
 # ----------------------------------------------------------------------------- the builder
 
 
@@ -268,7 +273,8 @@ def _gguf_window_pattern(path: pathlib.Path, fields: dict[str, Any], arch: str) 
   return int(pattern)
 
 
-def _load_gguf(path: pathlib.Path, dtype):
+def _open_gguf(path: pathlib.Path) -> tuple[ModelConfig, dict[str, Any], dict]:
+  """(config, metadata fields, tensors by name) of a GGUF file; tensors are memory-mapped."""
   try:
     reader = gguf.GGUFReader(path)
   except Exception as e:  # pylint: disable=broad-except  # Any parse failure: corrupt file.
@@ -276,7 +282,11 @@ def _load_gguf(path: pathlib.Path, dtype):
                      f"{type(e).__name__}: {e}") from e
   fields = _gguf_fields(reader)
   tensors = {t.name: t for t in reader.tensors}
-  config = gguf_config(path, fields, tensors)
+  return gguf_config(path, fields, tensors), fields, tensors
+
+
+def _load_gguf(path: pathlib.Path, dtype):
+  config, fields, tensors = _open_gguf(path)
   arch = fields["general.architecture"]
   params = build_params(config, _GgufSource(path, tensors, arch, config), dtype)
   tok = tokenizer_lib.from_gguf_fields(arch, fields)
@@ -396,9 +406,15 @@ def _window_pattern(path: pathlib.Path, is_global: list[bool]) -> int:
                    f"global', the only Gemma 3 layout supported")
 
 
-def _load_hf_dir(path: pathlib.Path, dtype):
+def _open_hf_dir(path: pathlib.Path) -> tuple[ModelConfig, _SafetensorsSource]:
+  """(config, tensor source) of an HF checkpoint folder; only the safetensors headers are
+  read."""
   source = _SafetensorsSource(path, hf_model_type(path))
-  config = hf_config(path, source)
+  return hf_config(path, source), source
+
+
+def _load_hf_dir(path: pathlib.Path, dtype):
+  config, source = _open_hf_dir(path)
   params = build_params(config, source, dtype)
   tok = tokenizer_lib.from_hf_dir(path)
   return config, params, tok

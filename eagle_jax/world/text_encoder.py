@@ -179,6 +179,18 @@ def minilm_folder() -> pathlib.Path:
   return pathlib.Path(spec.submodule_search_locations[0]) / "model"
 
 
+def encoder_folder(spec: str) -> pathlib.Path:
+  """The folder of "minilm" (the packaged all-MiniLM-L6-v2) or of a sentence-transformers
+  folder `spec`, checked for the files `TextEncoder.load` reads."""
+  folder = minilm_folder() if spec == "minilm" else pathlib.Path(spec)
+  if not folder.is_dir():
+    raise EagleError(f"text encoder {spec!r}: expected \"minilm\" or an existing folder")
+  for name in _REQUIRED_FILES:
+    if not (folder / name).is_file():
+      raise EagleError(f"text encoder folder {folder} has no {name}")
+  return folder
+
+
 def _check_pooling(folder: pathlib.Path) -> None:
   """Refuses a sentence-transformers folder whose Pooling module is not plain mean pooling."""
   pooling = folder / "1_Pooling" / "config.json"
@@ -226,12 +238,7 @@ class TextEncoder:
       dtype: parameter and activation dtype; pooling and normalisation are float32.
       devices: devices to shard each batch over; default all local devices.
     """
-    folder = minilm_folder() if spec == "minilm" else pathlib.Path(spec)
-    if not folder.is_dir():
-      raise EagleError(f"text encoder {spec!r}: expected \"minilm\" or an existing folder")
-    for name in _REQUIRED_FILES:
-      if not (folder / name).is_file():
-        raise EagleError(f"text encoder folder {folder} has no {name}")
+    folder = encoder_folder(spec)
     config = BertConfig.from_json(folder / "config.json")
     _check_pooling(folder)
     if not 2 <= max_length <= config.max_positions:
