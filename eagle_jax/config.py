@@ -145,9 +145,9 @@ def _unknown_key(key: str, node: ml_collections.ConfigDict) -> EagleError:
 
 
 # Keys a resumed run may change: how long it runs, how often it saves, how it is evaluated,
-# where the run folder is, which devices run it (checkpoints restore onto any mesh). Any
-# other change would splice two different runs together.
-RESUMABLE = ("workdir", "rl.iterations", "checkpoint.", "eval.", "mesh.")
+# where the run folder is, which devices run it (checkpoints restore onto any mesh) and
+# what `compile` checks. Any other change would splice two different runs together.
+RESUMABLE = ("workdir", "rl.iterations", "checkpoint.", "eval.", "mesh.", "aot.")
 
 
 def changed_keys(saved: dict, config: ml_collections.ConfigDict) -> list[str]:

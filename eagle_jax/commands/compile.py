@@ -229,8 +229,6 @@ def _compile_update(config, mesh):
 def _compile_sampler(config, shape, mesh, target: str):
   """The sampler's decode loop and one prefill chunk, compiled for `Sampler`'s layouts with
   all llm.batch_size slots in use: (decode, prefill, weight bytes per device, details)."""
-  import inspect
-
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -247,8 +245,7 @@ def _compile_sampler(config, shape, mesh, target: str):
   rows = sampler_lib._round_up(c.batch_size, mesh.shape[distributed.DATA_AXIS])
   buffer = sampler_lib._round_up(c.max_new_tokens, sampler_lib._BUFFER_MULTIPLE)
   cache_length = max(c.prompt_buckets) + buffer
-  # The chunk `make_sampler`'s Sampler prefills with: its default.
-  chunk = inspect.signature(sampler_lib.Sampler).parameters["prefill_chunk"].default
+  chunk = sampler_lib.PREFILL_CHUNK  # What `make_sampler`'s Sampler prefills with.
 
   abstract = jax.eval_shape(lambda: model_lib.init_params(shape, jax.random.key(0), dtype))
   shardings = partitioning.param_shardings(abstract, mesh)

@@ -48,6 +48,8 @@ from eagle_jax.llm import prompting
 
 # The output buffer is rounded up to this many tokens: nearby max_new_tokens share a program.
 _BUFFER_MULTIPLE = 32
+# Prompt tokens per prefill call (a fixed chunk: one program whatever the prompt lengths).
+PREFILL_CHUNK = 64
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -353,7 +355,8 @@ class Sampler:
   """
 
   def __init__(self, model, *, buckets: Sequence[int] = (128, 256, 512), batch_size: int = 16,
-               mesh: jax.sharding.Mesh | None = None, prefill_chunk: int = 64):
+               mesh: jax.sharding.Mesh | None = None,
+               prefill_chunk: int = PREFILL_CHUNK):
     if not buckets or min(buckets) < 1:
       raise EagleError(f"prompt buckets must be positive lengths, got {tuple(buckets)}")
     if prefill_chunk < 1:
