@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch the whole EAGLE loop on a Cloud TPU pod slice: the same program on every host.
 #
-#   make tpu-train BUCKET=gs://my-bucket TPU_NAME=eagle ZONE=us-east5-a CONFIG=experiments/paper.py
+#   make tpu-train BUCKET=gs://my-bucket TPU_NAME=eagle ZONE=us-east5-a CONFIG=experiments/pod.py
 #   make tpu-dry-run BUCKET=gs://my-bucket ...   # prints every command, runs none
 #
 # Steps: create a queued resource (idempotent), wait until ACTIVE, copy the repo to every
@@ -23,7 +23,8 @@ Variables (environment or make VAR=...):
   ACCELERATOR   TPU type                                 (default: v5litepod-16)
   RUNTIME       TPU software version                     (default: v2-alpha-tpuv5-lite)
   PROJECT       Cloud project (default: gcloud's current project)
-  CONFIG        eagle_jax config, with optional :variant (default: experiments/paper.py)
+  CONFIG        eagle_jax config, with optional :variant (default: experiments/pod.py,
+                sized for the default v5litepod-16)
   OVERRIDES     --config.* overrides for every stage, e.g. "--config.als.dim=16"
   EXTRA         extra flags for `train` alone, e.g. "--skip-eval"
   REPORT_DIR    where report.png, eval.json, metrics.jsonl land here (default: runs/tpu-report)
@@ -51,7 +52,7 @@ TPU_NAME=${TPU_NAME:-eagle-train}
 ZONE=${ZONE:-us-east5-a}
 ACCELERATOR=${ACCELERATOR:-v5litepod-16}
 RUNTIME=${RUNTIME:-v2-alpha-tpuv5-lite}
-CONFIG=${CONFIG:-experiments/paper.py}
+CONFIG=${CONFIG:-experiments/pod.py}
 OVERRIDES=${OVERRIDES:-}
 EXTRA=${EXTRA:-}
 REPORT_DIR=${REPORT_DIR:-runs/tpu-report}
