@@ -130,7 +130,7 @@ def _two_processes(workdir, tiny_llm, *args):
   env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
   env.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
              JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-             EAGLE_HEARTBEAT_TIMEOUT_S="10")
+             EAGLE_HEARTBEAT_TIMEOUT_S="5")
   return [subprocess.Popen(_cli(workdir, tiny_llm, "train", *args),
                            env={**env, "JAX_PROCESS_ID": str(i)}, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
