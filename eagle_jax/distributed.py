@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from eagle_jax.errors import EagleError
@@ -111,8 +112,11 @@ def make_mesh(num_devices: int | None = None, devices=None, *, model: int = 1) -
     raise EagleError(f"mesh of {n} devices requested, but {len(devices)} are available")
   if model < 1 or n % model:
     raise EagleError(f"mesh of {n} devices: the model axis ({model}) must divide it")
-  return jax.make_mesh((n // model, model), (DATA_AXIS, MODEL_AXIS),
-                       axis_types=(AxisType.Auto,) * 2, devices=devices[:n])
+  # Devices in the accelerator's physical order (as jax.make_mesh lays them), but free to
+  # split a physical axis: jax.make_mesh cannot fit e.g. 8 x 2 on v6e's 4 x 4 chips.
+  grid = mesh_utils.create_device_mesh((n // model, model), devices[:n],
+                                       allow_split_physical_axes=True)
+  return Mesh(grid, (DATA_AXIS, MODEL_AXIS), axis_types=(AxisType.Auto,) * 2)
 
 
 def mesh_from_config(config, *, local: bool = False) -> Mesh:
