@@ -33,15 +33,15 @@ def get_config(arg: str = ""):
   c = paper.get_config()
   c.workdir = "runs/pod"
   c.llm.model = "Qwen/Qwen2.5-3B-Instruct"  # bfloat16, as in paper.py.
-  # paper.py's batch sizes: llm.batch_size 256 sampler slots per host (64 per chip) and
+  # paper.py's batch sizes: llm.batch_size 256 sampler slots per host (128 per chip pair) and
   # rl.batch_size 256 episodes (64 rolled out per host, 16 per chip in the update).
-  # Data-parallel sampling: each chip holds the whole LLM and a quarter of its host's slots.
+  # Each host's 4 chips sample as 2 x 2: 2-way tensor parallel (heads, MLP columns and
+  # vocabulary split over a chip pair), 2 pairs each taking half the host's slots.
   # `compile --target tpu:v5e:4x4`, peak per chip: model 1 9.05 GiB, model 2 6.24 GiB (half
-  # the weights; a decode step reads 4.3 GiB instead of 7.2), model 4 13.85 GiB (Qwen2.5-3B's
-  # 2 KV heads are copied over 4 chips). Model 2 is refused on v6e's 4x4 chips: jax.make_mesh
-  # cannot lay a learner mesh of 8 x 2 on them without splitting a physical axis.
+  # the weights, so a decode step reads about 4.3 GiB instead of 7.2), model 4 13.85 GiB
+  # (Qwen2.5-3B's 2 KV heads are copied over 4 chips). v6e:4x4 at model 2: 6.28 GiB.
   c.mesh.data = -1
-  c.mesh.model = 1
+  c.mesh.model = 2
 
   # `compile`: the slice it compiles for, and the LLM's architecture when its files are not
   # on the machine that runs the check.
