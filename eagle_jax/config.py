@@ -57,6 +57,9 @@ _AT_LEAST_0 = (
     "utility.cap", "llm.temperature", "llm.top_k", "reference.weight_decay", "rl.kl_coef",
     "rl.entropy_coef", "rl.value_coef", "profiles.num_liked", "profiles.num_disliked",
     "profiles.num_genres", "profiles.num_disliked_genres", "profiles.num_tags")
+# Weight dtypes the environment LLM loads in (`llm.weights.resolve_dtype`); "auto" picks the
+# backend's fastest.
+LLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 _ABOVE_0 = ("encoder.head_lr", "reference.lr", "rl.policy_lr", "rl.value_lr", "design.eps",
             "design.rejection_c", "rl.max_grad_norm")
 _OPEN_FRACTION = ("als.test_fraction", "encoder.test_fraction", "actions.heldout_fraction")
@@ -72,6 +75,7 @@ _RANGES = {
     "env.synthetic_rho": (lambda v: 0 < v <= 1, "a correlation in (0, 1]"),
     "llm.prompt_buckets": (lambda v: len(v) > 0 and all(b >= 1 for b in v),
                            "a non-empty sequence of token lengths >= 1"),
+    "llm.dtype": (lambda v: v in LLM_DTYPES, f"one of {', '.join(LLM_DTYPES)}"),
 }
 
 

@@ -19,20 +19,20 @@ def hf_tensors(config, params) -> dict[str, np.ndarray]:
   out = {"model.embed_tokens.weight": p["embed"]["embedding"],
          "model.norm.weight": p["final_norm"]["scale"]}
   if not c.tie_embeddings:
-    out["lm_head.weight"] = p["lm_head"].T
+    out["lm_head.weight"] = p["lm_head"]
   for i in range(c.num_layers):
     layer, pre = p[f"layers_{i}"], f"model.layers.{i}."
     for name in "qkv":
       kernel = layer["attn"][name]["kernel"]
-      out[pre + f"self_attn.{name}_proj.weight"] = kernel.reshape(c.dim, -1).T
+      out[pre + f"self_attn.{name}_proj.weight"] = kernel.reshape(-1, c.dim)
       if c.qkv_bias:
         out[pre + f"self_attn.{name}_proj.bias"] = layer["attn"][name]["bias"].reshape(-1)
-    out[pre + "self_attn.o_proj.weight"] = layer["attn"]["o"]["kernel"].reshape(-1, c.dim).T
+    out[pre + "self_attn.o_proj.weight"] = layer["attn"]["o"]["kernel"].reshape(c.dim, -1)
     if c.qk_norm:
       out[pre + "self_attn.q_norm.weight"] = layer["attn"]["q_norm"]["scale"]
       out[pre + "self_attn.k_norm.weight"] = layer["attn"]["k_norm"]["scale"]
     for name in ("gate", "up", "down"):
-      out[pre + f"mlp.{name}_proj.weight"] = layer["mlp"][name]["kernel"].T
+      out[pre + f"mlp.{name}_proj.weight"] = layer["mlp"][name]["kernel"]
     out[pre + "input_layernorm.weight"] = layer["attn_norm"]["scale"]
     if gemma:
       out[pre + "post_attention_layernorm.weight"] = layer["post_attn_norm"]["scale"]
@@ -40,8 +40,7 @@ def hf_tensors(config, params) -> dict[str, np.ndarray]:
       out[pre + "post_feedforward_layernorm.weight"] = layer["post_mlp_norm"]["scale"]
     else:
       out[pre + "post_attention_layernorm.weight"] = layer["mlp_norm"]["scale"]
-  # safetensors.numpy writes the raw buffer: transposed views must be made contiguous.
-  return {name: np.ascontiguousarray(x) for name, x in out.items()}
+  return out
 
 
 def hf_config(config: ModelConfig) -> dict:

@@ -69,6 +69,7 @@ def test_steering_experiment_can_see_the_demos_effect(variant):
     ("rl.kl_coef=-0.1", r"rl.kl_coef=-0.1: expected >= 0"),
     ("llm.top_p=0.0", r"llm.top_p=0.0: expected a value in \(0, 1\]"),
     ("llm.prompt_buckets=()", "non-empty sequence"),
+    ("llm.dtype=int16", "llm.dtype='int16': expected one of auto, float32, bfloat16, float16"),
 ])
 def test_out_of_range_values_are_refused_before_any_work(override, message):
   with pytest.raises(EagleError, match=message):

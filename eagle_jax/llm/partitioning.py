@@ -20,13 +20,13 @@ from eagle_jax.distributed import DATA_AXIS, MODEL_AXIS
 
 # The parameter's name in its module -> which of its axes is split over `model`.
 _SPLIT_AXIS = {
-    ("q", "kernel"): 1, ("k", "kernel"): 1, ("v", "kernel"): 1,  # [dim, heads, head_dim]
+    ("q", "kernel"): 0, ("k", "kernel"): 0, ("v", "kernel"): 0,  # [heads, head_dim, dim]
     ("q", "bias"): 0, ("k", "bias"): 0, ("v", "bias"): 0,        # [heads, head_dim]
-    ("o", "kernel"): 0,                                          # [heads, head_dim, dim]
-    ("gate", "kernel"): 1, ("up", "kernel"): 1,                  # [dim, ffn]
-    ("down", "kernel"): 0,                                       # [ffn, dim]
+    ("o", "kernel"): 1,                                          # [dim, heads, head_dim]
+    ("gate", "kernel"): 0, ("up", "kernel"): 0,                  # [ffn, dim]
+    ("down", "kernel"): 1,                                       # [dim, ffn]
     ("embed", "embedding"): 0,                                   # [vocab, dim]
-    ("lm_head",): 1,                                             # [dim, vocab]
+    ("lm_head",): 0,                                             # [vocab, dim]
 }
 
 
@@ -57,6 +57,6 @@ def param_shardings(params: Any, mesh: Mesh) -> Any:
 
 
 def cache_spec(shape: tuple[int, ...], mesh: Mesh, rows: bool = True) -> P:
-  """A KV cache [B, T, kv_heads, head_dim]: rows over `data` (when `rows`), heads over
+  """A KV cache [B, kv_heads, T, head_dim]: rows over `data` (when `rows`), heads over
   `model`."""
-  return _split(shape, 2, mesh, DATA_AXIS if rows else None)
+  return _split(shape, 1, mesh, DATA_AXIS if rows else None)

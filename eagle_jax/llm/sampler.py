@@ -248,7 +248,7 @@ def _extend(params, cache, start, tokens, lengths, last_logits, has_last, *, pro
   """
   TRACE_COUNTS["prefill"] += 1
   chunk = tokens.shape[1]
-  cache_length = jax.tree.leaves(cache)[0].shape[1]
+  cache_length = jax.tree.leaves(cache)[0].shape[2]
   positions = start[:, None] + jnp.arange(chunk)
   attn_mask = jnp.arange(cache_length)[None, None, :] <= positions[:, :, None]
   at = jnp.clip(lengths - 1, 0, chunk - 1)[:, None]  # Only the last token needs logits.
@@ -283,7 +283,7 @@ def _admit(state: _Slots, cache, last_logits, slots, length, keys, max_new_token
 def _decode(params, state: _Slots, max_new_tokens, until_done, *, program: _Program) -> _Slots:
   """Generates until `until_done` rows are done (slots to refill) or all are."""
   TRACE_COUNTS["decode"] += 1
-  cache_slots = jnp.arange(jax.tree.leaves(state.cache)[0].shape[1])
+  cache_slots = jnp.arange(jax.tree.leaves(state.cache)[0].shape[2])
   columns = jnp.arange(state.tokens.shape[1])
 
   def cond(s: _Slots):

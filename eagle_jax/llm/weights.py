@@ -2,9 +2,9 @@
 
 Both sources name tensors their own way and store linear weights [out, in]; a source maps our
 canonical keys to its names and undoes its own quirks, and one builder checks every shape and
-lays the arrays out as the `Decoder` tree wants (kernels [in, ...out]). GGUF quirks undone here:
-llama.cpp permutes the q/k rows of llama-arch models for its rope layout (`permute` in
-convert_hf_to_gguf.py), and stores Gemma norm weights as (1 + w).
+lays the arrays out as the `Decoder` tree wants (kernels [out..., in...], as stored). GGUF
+quirks undone here: llama.cpp permutes the q/k rows of llama-arch models for its rope layout
+(`permute` in convert_hf_to_gguf.py), and stores Gemma norm weights as (1 + w).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 import transformers
 
+from eagle_jax.config import LLM_DTYPES
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import registry
 from eagle_jax.llm import tokenizer as tokenizer_lib
@@ -77,14 +78,16 @@ class LoadedModel:
 
 
 # The weights' dtype that decodes fastest on each backend, for dtype="auto". bf16 halves the
-# bytes a decode step reads on GPU and TPU; this CPU (AVX-512, no bf16 units) converts it
-# element-wise, and SmolLM2 decodes 5-15 % slower in bf16 than in f32 (batch 8 and 32).
+# bytes a decode step reads on GPU and TPU; CPUs without bf16 units (these AVX2 / AVX-512
+# machines) convert it element-wise, and SmolLM2 decodes slower in bf16 than in f32.
 FASTEST_DTYPE = {"cpu": "float32", "gpu": "bfloat16", "tpu": "bfloat16"}
 
 
 def resolve_dtype(dtype: Any, backend: str | None = None) -> np.dtype:
   """`dtype`, or for "auto" the fastest one on `backend` (default: JAX's default backend)."""
-  if isinstance(dtype, str) and dtype == "auto":
+  if (dtype if isinstance(dtype, str) else np.dtype(dtype).name) not in LLM_DTYPES:
+    raise EagleError(f"config key llm.dtype={dtype!r}: expected one of {', '.join(LLM_DTYPES)}")
+  if dtype == "auto":
     dtype = FASTEST_DTYPE.get(backend or jax.default_backend(), "float32")
   return jnp.dtype(dtype)
 
@@ -120,7 +123,7 @@ def build_params(config: ModelConfig, source, dtype) -> dict:
     return np.asarray(source.load(key, layer, shape), dtype)
 
   def heads(key, n, layer):
-    out = {"kernel": get(key, (n * c.head_dim, c.dim), layer).T.reshape(c.dim, n, c.head_dim)}
+    out = {"kernel": get(key, (n * c.head_dim, c.dim), layer).reshape(n, c.head_dim, c.dim)}
     if c.qkv_bias:
       out["bias"] = get(f"{key}_bias", (n * c.head_dim,), layer).reshape(n, c.head_dim)
     return out
@@ -131,20 +134,20 @@ def build_params(config: ModelConfig, source, dtype) -> dict:
   params = {"embed": {"embedding": get("embed", (c.vocab_size, c.dim))},
             "final_norm": norm("final_norm", c.dim)}
   if not c.tie_embeddings:
-    params["lm_head"] = get("lm_head", (c.vocab_size, c.dim)).T
+    params["lm_head"] = get("lm_head", (c.vocab_size, c.dim))
   for i in tqdm(range(c.num_layers), desc=f"loading {source.path.name}", leave=False,
                 disable=None):
     attn = {"q": heads("q", c.num_heads, i), "k": heads("k", c.num_kv_heads, i),
             "v": heads("v", c.num_kv_heads, i),
-            "o": {"kernel": get("o", (c.dim, q_dim), i).T.reshape(c.num_heads, c.head_dim, c.dim)}}
+            "o": {"kernel": get("o", (c.dim, q_dim), i).reshape(c.dim, c.num_heads, c.head_dim)}}
     if c.qk_norm:
       attn["q_norm"] = norm("q_norm", c.head_dim, i)
       attn["k_norm"] = norm("k_norm", c.head_dim, i)
     layer = {"attn": attn, "attn_norm": norm("attn_norm", c.dim, i),
              "mlp_norm": norm("mlp_norm", c.dim, i),
-             "mlp": {"gate": {"kernel": get("gate", (c.ffn_dim, c.dim), i).T},
-                     "up": {"kernel": get("up", (c.ffn_dim, c.dim), i).T},
-                     "down": {"kernel": get("down", (c.dim, c.ffn_dim), i).T}}}
+             "mlp": {"gate": {"kernel": get("gate", (c.ffn_dim, c.dim), i)},
+                     "up": {"kernel": get("up", (c.ffn_dim, c.dim), i)},
+                     "down": {"kernel": get("down", (c.dim, c.ffn_dim), i)}}}
     if c.arch == "gemma3":
       layer["post_attn_norm"] = norm("post_attn_norm", c.dim, i)
       layer["post_mlp_norm"] = norm("post_mlp_norm", c.dim, i)
