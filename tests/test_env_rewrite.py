@@ -3,6 +3,9 @@ end-to-end rewrite through the real sampler on a tiny model."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 
 from eagle_jax import distributed
@@ -137,6 +140,48 @@ def test_rewrite_end_to_end_with_a_tiny_model():
     cleaned, expected_reason = cleaning.clean_output(raw, entity, 800, finished=False)
     assert reason == expected_reason
     assert text == (entity if reason else cleaned)
+
+
+def test_greedy_answers_are_remembered_by_prompt_and_sampled_ones_never():
+  class PlotPerPrompt:
+    """A sampler whose answer names its prompt's action; records what it was asked."""
+
+    def __init__(self):
+      self.asked = []
+
+    def sample(self, prompts, **kwargs):
+      self.asked.append(list(prompts))
+      texts = [f"A new plot where they {p.split('change: ')[1].split('.')[0]}." for p in prompts]
+      n = len(prompts)
+      return sampler_lib.SampleOutput(texts, [[]] * n, [np.zeros(0)] * n, [1] * n, [3] * n,
+                                      [True] * n, tokens=3 * n)
+
+  def environment(strategy, memo_size=100):
+    return env.EnvironmentLLM(PlotPerPrompt(), prompt_template=env.DEFAULT_PROMPT_TEMPLATE,
+                              max_new_tokens=8, strategy=strategy, memo_size=memo_size)
+
+  greedy, fresh = environment(sampler_lib.Greedy()), environment(sampler_lib.Greedy(), 0)
+  states = ["A heist goes wrong.", "A quiet drama.", "A heist goes wrong."]
+  first = greedy.rewrite(states, ["add a dog", "add jokes", "add a dog"])
+  assert greedy.sampler.asked == [greedy.prompts(states[:2], ["add a dog", "add jokes"])]
+  assert first.remembered == 1 and first.tokens == 6  # The batch's repeat is asked once.
+  second = greedy.rewrite(["A quiet drama.", "A heist goes wrong."], ["add jokes", "add a cat"])
+  assert greedy.sampler.asked[1] == greedy.prompts(["A heist goes wrong."], ["add a cat"])
+  assert second.remembered == 1 and second.tokens == 3
+  for result, call in ((first, (states, ["add a dog", "add jokes", "add a dog"])),
+                       (second, (["A quiet drama.", "A heist goes wrong."],
+                                 ["add jokes", "add a cat"]))):
+    assert result == dataclasses.replace(fresh.rewrite(*call), tokens=result.tokens,
+                                         remembered=result.remembered)
+  # Only the last memo_size prompts are kept: the oldest is asked again.
+  small = environment(sampler_lib.Greedy(), memo_size=2)
+  for action in ("add a dog", "add jokes", "add a cat", "add a dog"):
+    small.rewrite(["A quiet drama."], [action])
+  assert len(small.sampler.asked) == 4
+  sampled = environment(sampler_lib.Temperature(0.7))
+  sampled.rewrite(states[:1], ["add a dog"])
+  assert sampled.rewrite(states[:1], ["add a dog"]).remembered == 0
+  assert len(sampled.sampler.asked) == 2
 
 
 @pytest.mark.slow

@@ -15,12 +15,15 @@ writes field labels breaks the format and is degenerate ("format").
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 from typing import Sequence
 
 from eagle_jax.world import descriptions
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import prompting
+from eagle_jax.llm import sampler as sampler_lib
 from eagle_jax.llm.cleaning import clean_output, instruction_markers
 
 DEFAULT_PROMPT_TEMPLATE = (
@@ -50,13 +53,15 @@ ANSWER_PREFIX = "Rewritten:"
 
 @dataclasses.dataclass(frozen=True)
 class RewriteResult:
-  """Rewritten texts (the input where degenerate), the reason or None, the raw outputs, and
-  the tokens the LLM generated for them (for throughput logging)."""
+  """Rewritten texts (the input where degenerate), the reason or None, the raw outputs, the
+  tokens the LLM generated for them (for throughput logging), and how many answers were
+  remembered rather than generated (greedy decoding, `EnvironmentLLM`)."""
 
   texts: list[str]
   degenerate: list[str | None]
   raw: list[str]
   tokens: int = 0
+  remembered: int = 0
 
 
 class EnvironmentLLM:
@@ -65,13 +70,18 @@ class EnvironmentLLM:
   Instruct models get `prompt_template` through their chat template. With few_shot=True
   (base models), the same template shows `examples` solved after `ANSWER_PREFIX`, then the
   query; generation stops at the blank line that ends an answer or at the next example.
+
+  Under greedy decoding the answer is a function of the prompt alone, and RL and evaluation
+  ask for the same (state, action) pairs again (an anchor's first edit, policies that agree):
+  the last `memo_size` answers are remembered by prompt, and a batch's repeated prompts are
+  generated once.
   """
 
   def __init__(self, sampler, *, prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
                max_new_tokens: int, strategy, few_shot: bool = False,
                context_template: str = CONTEXT_TEMPLATE,
                examples: Sequence[tuple[str, str, str]] = MOVIE_EXAMPLES, max_chars: int = 800,
-               keep_fields: bool = False):
+               keep_fields: bool = False, memo_size: int = 100_000):
     for field in ("{entity}", "{action}"):
       if field not in prompt_template:
         raise EagleError(f"prompt template must contain {field} (fields: {{entity}}, "
@@ -91,6 +101,8 @@ class EnvironmentLLM:
     lead = prompt_template.split("{")[0].strip()
     self.stop = ("\n\n",) + ((f"\n{lead}",) if lead else ()) if few_shot else ()
     self.markers = instruction_markers(prompt_template, context_template)
+    self.memo_size = memo_size if isinstance(strategy, sampler_lib.Greedy) else 0
+    self._memo: collections.OrderedDict[str, tuple[str, bool]] = collections.OrderedDict()
 
   def _instruction(self, entity: str, action: str, profile: str | None) -> str:
     context = self.context_template.format(profile=profile.strip()) if profile else ""
@@ -114,12 +126,10 @@ class EnvironmentLLM:
   def rewrite(self, entities: Sequence[str], actions: Sequence[str],
               context: Sequence[str] | None = None, seed: int = 0) -> RewriteResult:
     """Rewrites each entity following its action; degenerate outputs keep the entity."""
-    prompts = self.prompts(entities, actions, context)
-    out = self.sampler.sample(prompts, max_new_tokens=self.max_new_tokens,
-                              strategy=self.strategy, seed=seed, stop=self.stop,
-                              apply_template=not self.few_shot)
+    answers, finished, tokens, remembered = self._answers(
+        self.prompts(entities, actions, context), seed)
     texts, reasons = [], []
-    for raw, finished, entity in zip(out.texts, out.finished, entities):
+    for raw, finished, entity in zip(answers, finished, entities):
       fields, plot = descriptions.split_plot(entity) if self.keep_fields else ("", entity)
       text, reason = clean_output(raw, plot, self.max_chars, finished=finished,
                                   markers=self.markers)
@@ -128,7 +138,31 @@ class EnvironmentLLM:
         text = descriptions.with_plot(fields, text)
       texts.append(entity if reason else text)
       reasons.append(reason)
-    return RewriteResult(texts=texts, degenerate=reasons, raw=list(out.texts), tokens=out.tokens)
+    return RewriteResult(texts=texts, degenerate=reasons, raw=answers, tokens=tokens,
+                         remembered=remembered)
+
+  def _answers(self, prompts: list[str], seed: int) -> tuple[list[str], list[bool], int, int]:
+    """(raw answers, finished flags, tokens generated, answers remembered) for `prompts`."""
+    sample = functools.partial(self.sampler.sample, max_new_tokens=self.max_new_tokens,
+                               strategy=self.strategy, seed=seed, stop=self.stop,
+                               apply_template=not self.few_shot)
+    if not self.memo_size:
+      out = sample(prompts)
+      return list(out.texts), list(out.finished), out.tokens, 0
+    new = list(dict.fromkeys(p for p in prompts if p not in self._memo))
+    known = {p: self._memo[p] for p in prompts if p in self._memo}
+    tokens = 0
+    if new:
+      out = sample(new)
+      known.update(zip(new, zip(out.texts, out.finished)))
+      tokens = out.tokens
+    for prompt in prompts:  # Most recently asked last: the oldest are forgotten first.
+      self._memo[prompt] = known[prompt]
+      self._memo.move_to_end(prompt)
+    while len(self._memo) > self.memo_size:
+      self._memo.popitem(last=False)
+    return ([known[p][0] for p in prompts], [known[p][1] for p in prompts], tokens,
+            len(prompts) - len(new))
 
   def transition(self, entities: Sequence[str], actions: Sequence[str],
                  context: Sequence[str] | None = None, *, seed: int, emb, action_emb,

@@ -62,6 +62,7 @@ class Episodes:
   rejected: list[list[str | None]]  # [B][H] why step t's rewrite was rejected, or None
   llm_s: float              # wall time inside environment steps (LLM rewrite + its embedding)
   llm_tokens: int = 0
+  llm_remembered: int = 0    # rewrites a greedy environment answered from memory
 
   def rewards(self, mode: str) -> np.ndarray:
     """[B, H] rewards by `mode`:
@@ -184,7 +185,7 @@ class EpisodeRunner:
     all_feats, all_z, chosen = [feats], [z], np.zeros((B, H), np.int32)
     observations, taken = [], [[] for _ in anchors]
     rejected = [[] for _ in anchors]
-    degenerate, llm_s, tokens = 0, 0.0, 0
+    degenerate, llm_s, tokens, remembered = 0, 0.0, 0, 0
     for t in range(H):
       # Common random numbers: the same (seed, step) for every policy compared.
       step_seed = seed * 1000 + t
@@ -199,6 +200,7 @@ class EpisodeRunner:
                                   obs.action_emb[rows, chosen[:, t]])
       llm_s += dt
       tokens += result.tokens
+      remembered += result.remembered
       degenerate += sum(r is not None for r in result.degenerate)
       for x, reason in zip(rejected, result.degenerate):
         x.append(reason)
@@ -217,7 +219,8 @@ class EpisodeRunner:
                     actions=taken, chosen=chosen, z=z,
                     utility=total.reshape(shape), rating=rating.reshape(shape),
                     distance=distance.reshape(shape), texts=texts, degenerate=degenerate,
-                    rejected=rejected, llm_s=llm_s, llm_tokens=tokens)
+                    rejected=rejected, llm_s=llm_s, llm_tokens=tokens,
+                    llm_remembered=remembered)
 
   def one_step_all(self, anchors: np.ndarray, seed: int):
     """Every candidate of each anchor applied once to x_0: the design's next states.

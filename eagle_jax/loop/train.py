@@ -157,6 +157,7 @@ def train(config, runner: rollout.EpisodeRunner, ref_params, mesh, *, resume: bo
         "time/step_s": step_s,
         "time/llm_s": episodes.llm_s,
         "env/tokens_per_s": episodes.llm_tokens / max(episodes.llm_s, 1e-9),
+        "env/remembered": episodes.llm_remembered,
         "time/update_s": t2 - t1,
         "time/non_llm_fraction": (step_s - episodes.llm_s) / step_s,
     })
