@@ -84,9 +84,10 @@ def test_one_compilation_per_bucket():
   assert compiled() == {"prefill": 1, "admit": 1, "decode": 1}
   sampler.sample(["x" * 60, "y"], max_new_tokens=9, strategy=strategy)  # Cache for bucket 72.
   assert compiled() == {"prefill": 2, "admit": 2, "decode": 2}
-  # Another sampler over the same model shape reuses the programs.
+  # Another sampler over the same model shape reuses the programs (same 2 slots: one prompt
+  # would take a 1-slot program, compiled or not depending on which tests ran before).
   sampler_lib.Sampler(tiny_model(), buckets=(40,), batch_size=8).sample(
-      ["and again"], max_new_tokens=3, strategy=strategy)
+      ["and again", "once more"], max_new_tokens=3, strategy=strategy)
   assert compiled() == {"prefill": 2, "admit": 2, "decode": 2}
 
 

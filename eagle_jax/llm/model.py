@@ -170,7 +170,9 @@ class Attention(nn.Module):
     cache_k, cache_v = write(cache["k"], k), write(cache["v"], v)
 
     q = q.reshape(b, s, c.num_kv_heads, groups, c.head_dim)
-    scores = jnp.einsum("bskgd,bktd->bkgst", q, cache_k.astype(q.dtype),
+    # The cache is the left operand of both contractions, as kernels are (`Linear`): XLA's
+    # CPU dot is faster with the wide operand first (decode 5-20 % at batch 8-32).
+    scores = jnp.einsum("bktd,bskgd->bkgst", cache_k.astype(q.dtype), q,
                         preferred_element_type=jnp.float32) * c.attn_scale
     mask = attn_mask
     if self.local:  # Slot distance = token distance: pads never sit inside a row's tokens.
@@ -178,7 +180,7 @@ class Attention(nn.Module):
       mask = mask & ((query_slot[:, :, None] - jnp.arange(t)) < c.sliding_window)
     scores = jnp.where(mask[:, None, None], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-    out = jnp.einsum("bkgst,bktd->bskgd", probs, cache_v.astype(x.dtype))
+    out = jnp.einsum("bktd,bkgst->bskgd", cache_v.astype(x.dtype), probs)
     out = out.reshape(b, s, c.num_heads, c.head_dim)
     out = Linear((c.dim,), inputs=2, name="o")(out)
     return out, {"k": cache_k, "v": cache_v}
