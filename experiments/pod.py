@@ -37,9 +37,9 @@ def get_config(arg: str = ""):
   # rl.batch_size 256 episodes (64 rolled out per host, 16 per chip in the update).
   # Each host's 4 chips sample as 2 x 2: 2-way tensor parallel (heads, MLP columns and
   # vocabulary split over a chip pair), 2 pairs each taking half the host's slots.
-  # `compile --target tpu:v5e:4x4`, peak per chip: model 1 9.05 GiB, model 2 6.24 GiB (half
+  # `compile --target tpu:v5e:4x4`, peak per chip: model 1 9.11 GiB, model 2 6.22 GiB (half
   # the weights, so a decode step reads about 4.3 GiB instead of 7.2), model 4 13.85 GiB
-  # (Qwen2.5-3B's 2 KV heads are copied over 4 chips). v6e:4x4 at model 2: 6.28 GiB.
+  # (Qwen2.5-3B's 2 KV heads are copied over 4 chips). v6e:4x4 at model 2: 6.25 GiB.
   c.mesh.data = -1
   c.mesh.model = 2
 
