@@ -1,8 +1,12 @@
 """Benchmark: the JAX sampler vs HF transformers PyTorch `generate` (and llama.cpp) on
 SmolLM2-135M, interleaved in one run and repeated.
 
-Same dequantised GGUF weights (fp32) on both sides, the same chat-templated prompt token ids,
-the same batch, greedy. Two measures per batch size:
+The same GGUF weights everywhere, the same chat-templated prompt token ids, the same batch,
+greedy. HF multiplies their float32 dequantisation; so does the JAX variant `jax-xla`
+(`native_kernels=False`: XLA's products). The JAX sampler as it ships (`jax`) multiplies the
+GGUF's own Q4_1 / Q8_0 blocks in its native kernel in decode steps of at most
+`gguf_matmul.MAX_ROWS` rows: the same weight values, float32 activations. llama.cpp runs the
+Q4 GGUF itself (its activations quantised to 8 bits). Two measures per batch size:
   * decode: EOS ignored, so every row produces `--new-tokens` tokens; aggregate decode tok/s
     = batch x (new_tokens - 1) / decode time (the first token comes out of the prefill);
   * workload: `--workload` distinct prompts answered with EOS honoured, up to `--new-tokens`:
@@ -13,7 +17,8 @@ backends alternating; the report gives medians with [min-max] over repeats and t
 average before and after each process. The torch side runs under `--torch-python` (a venv
 with torch; the project itself never imports torch); llama.cpp (single stream, its Q4 GGUF)
 when `llama_cpp` imports there. A roofline line sets the JAX decode step against the bytes
-it must read (weights + KV cache) at this machine's measured memory bandwidth.
+it must read (the weights as it multiplies them + KV cache) at this machine's measured memory
+bandwidth.
 
   python bench/bench_llm.py [--batches 1 8 16 32] [--new-tokens 64] [--repeats 3]
                             [--torch-python .venv-bench/bin/python]
@@ -91,9 +96,13 @@ def jax_worker(req: dict) -> dict:
   lm = load_model(req["model"])
   free = dataclasses.replace(lm, eos_ids=())  # Ignores EOS: fixed-length decode.
   greedy = sampler_lib.Greedy()
+  native = req["native_kernels"]
   results = {}
   for batch in req["batches"]:
-    sampler = sampler_lib.Sampler(free, buckets=(req["bucket"],), batch_size=batch)
+    sampler = sampler_lib.Sampler(free, buckets=(req["bucket"],), batch_size=batch,
+                                  native_kernels=native)
+    if native and sampler.native_reason:
+      raise RuntimeError(f"the native kernel was asked for: {sampler.native_reason}")
     prompts = req["prompts"][:batch]  # Already chat-templated.
     assert [sampler.encode(p) for p in prompts] == req["ids"][:batch]
     compile_s.clear()
@@ -104,7 +113,8 @@ def jax_worker(req: dict) -> dict:
     row = dict(prefill_s=out.prefill_s, decode_s=out.decode_s, compile_s=sum(compile_s),
                prompt_tokens=out.prompt_tokens, tokens=out.token_ids)
     if batch > 1:
-      sampler = sampler_lib.Sampler(lm, buckets=(req["bucket"],), batch_size=batch)
+      sampler = sampler_lib.Sampler(lm, buckets=(req["bucket"],), batch_size=batch,
+                                    native_kernels=native)
       work = req["workload"]
       sampler.sample(work[:batch + 1], max_new_tokens=req["new_tokens"], strategy=greedy,
                      apply_template=False)  # Compiles the first fill and a refill.
@@ -182,7 +192,8 @@ def llama_cpp_worker(req: dict) -> dict:
               peak_rss_mb=_peak_rss_mb())
 
 
-WORKERS = {"jax": jax_worker, "torch": torch_worker, "llama_cpp": llama_cpp_worker}
+WORKERS = {"jax": jax_worker, "jax-xla": jax_worker, "torch": torch_worker,
+           "llama_cpp": llama_cpp_worker}
 
 
 def run_worker(python: str, kind: str, req: dict) -> dict:
@@ -287,7 +298,7 @@ def main() -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
 
-  from eagle_jax.llm import prompting, registry  # pylint: disable=g-import-not-at-top
+  from eagle_jax.llm import gguf_matmul, prompting, registry  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.sampler import Sampler  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.weights import load_model  # pylint: disable=g-import-not-at-top
   from eagle_jax.run import artifacts  # pylint: disable=g-import-not-at-top
@@ -314,13 +325,17 @@ def main() -> int:
                  "(llama-cpp-python compiles for ~10 min; install it there to include it)")
   bandwidth = memory_bandwidth_gb_s()
 
-  kinds = ["jax"] + [k for k in ("torch", "llama_cpp") if baselines[k]]
+  kinds = ["jax", "jax-xla"] + [k for k in ("torch", "llama_cpp") if baselines[k]]
+  # Where the native kernel is not used (batches past MAX_ROWS) the two JAX variants are one
+  # program; llama.cpp is measured single-stream.
+  batches_of = {"jax-xla": [b for b in args.batches if b <= gguf_matmul.MAX_ROWS],
+                "llama_cpp": [1]}
   runs: dict[str, list[dict]] = {k: [] for k in kinds}
   for _ in tqdm.trange(args.repeats, desc="bench repeats"):
     for kind in kinds:  # Interleaved: a slow spell of the machine hits every backend.
-      python = sys.executable if kind == "jax" else args.torch_python
-      runs[kind].append(run_worker(python, kind, dict(req, batches=[1]) if kind == "llama_cpp"
-                                   else req))
+      python = sys.executable if kind.startswith("jax") else args.torch_python
+      runs[kind].append(run_worker(python, kind, dict(
+          req, batches=batches_of.get(kind, args.batches), native_kernels=kind == "jax")))
   rows = []
   for batch in args.batches:
     for kind in kinds:
@@ -346,13 +361,20 @@ def main() -> int:
   speedups = {kind: {key: {b: ratio(b, kind, key) for b in args.batches
                            if ratio(b, kind, key) is not None}
                      for key in ("decode_tok_s", "workload_tok_s")} for kind in kinds[1:]}
-  # Roofline: a decode step reads every weight and the whole static KV cache once.
+  # Roofline: a decode step reads every weight (as it multiplies them: blocks where the native
+  # kernel runs, else float32) and the whole static KV cache once.
   c = lm.config
-  param_bytes = sum(x.nbytes for x in jax.tree.leaves(lm.params))
+  float_bytes = sum(x.nbytes for x in jax.tree.leaves(lm.params))
+  block_bytes = sum(x.nbytes for x in jax.tree.leaves(lm.blocks))
+  # Float32 matrices the blocks replace (the tied embedding's table is only gathered from).
+  replaced = sum(x.size // x.shape[-1] * gguf_matmul.BLOCK * 4
+                 for x in jax.tree.leaves(lm.blocks))
   cache_length = args.bucket + -(-args.new_tokens // 32) * 32
   roofline = {}
   for batch in args.batches:
     kv_bytes = c.num_layers * 2 * batch * cache_length * c.num_kv_heads * c.head_dim * 4
+    param_bytes = float_bytes - replaced + block_bytes if batch <= gguf_matmul.MAX_ROWS \
+        else float_bytes
     ours = next((r for r in rows if r["backend"] == "jax" and r["batch"] == batch), None)
     if ours:
       floor_s = (param_bytes + kv_bytes) / (bandwidth * 1e9)
@@ -399,7 +421,8 @@ def markdown(report: dict) -> str:
         lines.append(f"- JAX over {kind}, {label}: " + ", ".join(
             f"batch {b}: {s:.2f}x" for b, s in by_key[key].items()))
   lines.append(f"- Roofline: memory read bandwidth {report['memory_bandwidth_gb_s']:.1f} GB/s; "
-               "a JAX decode step must read the weights and the KV cache once: " + "; ".join(
+               "a JAX decode step must read the weights (as it multiplies them) and the KV "
+               "cache once: " + "; ".join(
                    f"batch {b}: {r['bytes_per_step'] / 1e6:.0f} MB, floor {r['floor_ms']:.0f} "
                    f"ms vs {r['step_ms']:.0f} ms measured ({r['fraction']:.0%}; at most "
                    f"{r['bound_tok_s']:.0f} tok/s)" for b, r in report["roofline"].items()))

@@ -1,15 +1,22 @@
-"""Tiny LLM checkpoints written the way HF's `save_pretrained` lays them out (for tests)."""
+"""Tiny LLM checkpoints written the way HF's `save_pretrained` and llama.cpp's converter lay
+them out (for tests)."""
 
 from __future__ import annotations
 
 import json
 import pathlib
 
+import gguf
 import jax
 import numpy as np
 import safetensors.numpy
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from eagle_jax.llm.config import ModelConfig
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}")
 
 
 def hf_tensors(config, params) -> dict[str, np.ndarray]:
@@ -75,4 +82,92 @@ def write_hf_dir(path: pathlib.Path, config: ModelConfig, tensors: dict, shards:
       safetensors.numpy.save_file(part, str(path / file))
       weight_map.update({n: file for n in part})
     (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+  return path
+
+
+def vocab(size: int) -> tuple[list[str], list[str]]:
+  """A byte-level BPE vocabulary: specials, the 256 byte symbols, then letter merges."""
+  tokens, merges = SPECIALS + list(bytes_to_unicode().values()), []
+  for a in "\u0120etaoinshr":
+    for b in "etaoinshr":
+      if len(tokens) < size:
+        merges.append(f"{a} {b}")
+        tokens.append(a + b)
+  return tokens, merges
+
+
+def llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+  """convert_hf_to_gguf.py's `LlamaModel.permute`."""
+  return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+          .swapaxes(1, 2).reshape(w.shape))
+
+
+def gguf_tensors(config, params) -> dict[str, np.ndarray]:
+  """HF tensors renamed and transformed as llama.cpp's converter does."""
+  c = config
+  renames = [("model.embed_tokens.", "token_embd."), ("model.norm.", "output_norm."),
+             ("lm_head.", "output."), ("model.layers.", "blk."),
+             ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"),
+             ("self_attn.v_proj", "attn_v"), ("self_attn.o_proj", "attn_output"),
+             ("self_attn.q_norm", "attn_q_norm"), ("self_attn.k_norm", "attn_k_norm"),
+             ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
+             ("mlp.down_proj", "ffn_down"), ("input_layernorm", "attn_norm")]
+  if c.arch == "gemma3":
+    renames += [("post_attention_layernorm", "post_attention_norm"),
+                ("pre_feedforward_layernorm", "ffn_norm"),
+                ("post_feedforward_layernorm", "post_ffw_norm")]
+  else:
+    renames += [("post_attention_layernorm", "ffn_norm")]
+  out = {}
+  for name, x in hf_tensors(config, params).items():
+    for a, b in renames:
+      name = name.replace(a, b)
+    if c.arch == "llama" and (".attn_q." in name or ".attn_k." in name):
+      x = llama_cpp_permute(x, c.num_heads if ".attn_q." in name else c.num_kv_heads)
+    if c.arch == "gemma3" and name.endswith("norm.weight"):
+      x = x + 1.0
+    out[name] = np.asarray(x, np.float32)
+  return out
+
+
+def write_gguf(path: pathlib.Path, config: ModelConfig, tensors: dict, arch: str | None = None,
+               quantize: bool = False):
+  """A GGUF file of `tensors` (float32, or with `quantize` as the packaged SmolLM2 stores
+  them: Q4_1 matrices, the embedding and LM head in Q8_0)."""
+  c = config
+  w = gguf.GGUFWriter(str(path), arch or c.arch)
+  w.add_block_count(c.num_layers)
+  w.add_context_length(64)
+  w.add_embedding_length(c.dim)
+  w.add_feed_forward_length(c.ffn_dim)
+  w.add_head_count(c.num_heads)
+  w.add_head_count_kv(c.num_kv_heads)
+  w.add_key_length(c.head_dim)
+  w.add_value_length(c.head_dim)
+  w.add_rope_freq_base(c.rope_base)
+  w.add_layer_norm_rms_eps(c.norm_eps)
+  if c.arch == "gemma3":
+    w.add_sliding_window(c.sliding_window)
+    w.add_sliding_window_pattern([c.is_local(i) for i in range(c.num_layers)])
+  tokens, merges = vocab(c.vocab_size)
+  w.add_tokenizer_model("gpt2")
+  w.add_tokenizer_pre("default")
+  w.add_token_list(tokens)
+  w.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
+  w.add_token_merges(merges)
+  w.add_bos_token_id(1)
+  w.add_eos_token_id(2)
+  w.add_add_bos_token(c.arch == "gemma3")
+  w.add_chat_template(CHAT)
+  for name, x in tensors.items():
+    if quantize and x.ndim == 2:
+      qtype = gguf.GGMLQuantizationType.Q8_0 if name.startswith(("token_embd", "output.")) \
+          else gguf.GGMLQuantizationType.Q4_1
+      w.add_tensor(name, gguf.quants.quantize(x, qtype), raw_dtype=qtype)
+    else:
+      w.add_tensor(name, x)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
   return path

@@ -13,25 +13,19 @@ import dataclasses
 import json
 import pathlib
 
-import gguf
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from eagle_jax.run.artifacts import read_npz
 from eagle_jax.errors import EagleError
 from eagle_jax.llm import model, registry, tokenizer, weights
 from eagle_jax.llm.config import ModelConfig
-from tests.llm_files import hf_config, hf_tensors, write_hf_dir
+from tests.llm_files import (CHAT, SPECIALS, gguf_tensors, hf_config, hf_tensors, vocab,
+                              write_gguf, write_hf_dir)
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-        "{% endfor %}")
-
-
 def _llama():  # Qwen2-like: qkv bias; llama.cpp's rope permutation applies to q/k and biases.
   return dataclasses.replace(ModelConfig.tiny("llama"), qk_norm=False)
 
@@ -43,90 +37,10 @@ def _params(config, seed=0):
       params)
 
 
-def _vocab(size: int) -> tuple[list[str], list[str]]:
-  """A byte-level BPE vocabulary: specials, the 256 byte symbols, then letter merges."""
-  tokens, merges = SPECIALS + list(bytes_to_unicode().values()), []
-  for a in "\u0120etaoinshr":
-    for b in "etaoinshr":
-      if len(tokens) < size:
-        merges.append(f"{a} {b}")
-        tokens.append(a + b)
-  return tokens, merges
-
-
-def _llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-  """convert_hf_to_gguf.py's `LlamaModel.permute`."""
-  return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-          .swapaxes(1, 2).reshape(w.shape))
-
-
-def _gguf_tensors(config, params) -> dict[str, np.ndarray]:
-  """HF tensors renamed and transformed as llama.cpp's converter does."""
-  c = config
-  renames = [("model.embed_tokens.", "token_embd."), ("model.norm.", "output_norm."),
-             ("lm_head.", "output."), ("model.layers.", "blk."),
-             ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"),
-             ("self_attn.v_proj", "attn_v"), ("self_attn.o_proj", "attn_output"),
-             ("self_attn.q_norm", "attn_q_norm"), ("self_attn.k_norm", "attn_k_norm"),
-             ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
-             ("mlp.down_proj", "ffn_down"), ("input_layernorm", "attn_norm")]
-  if c.arch == "gemma3":
-    renames += [("post_attention_layernorm", "post_attention_norm"),
-                ("pre_feedforward_layernorm", "ffn_norm"),
-                ("post_feedforward_layernorm", "post_ffw_norm")]
-  else:
-    renames += [("post_attention_layernorm", "ffn_norm")]
-  out = {}
-  for name, x in hf_tensors(config, params).items():
-    for a, b in renames:
-      name = name.replace(a, b)
-    if c.arch == "llama" and (".attn_q." in name or ".attn_k." in name):
-      x = _llama_cpp_permute(x, c.num_heads if ".attn_q." in name else c.num_kv_heads)
-    if c.arch == "gemma3" and name.endswith("norm.weight"):
-      x = x + 1.0
-    out[name] = np.asarray(x, np.float32)
-  return out
-
-
-def _write_gguf(path: pathlib.Path, config: ModelConfig, tensors: dict, arch: str | None = None):
-  c = config
-  w = gguf.GGUFWriter(str(path), arch or c.arch)
-  w.add_block_count(c.num_layers)
-  w.add_context_length(64)
-  w.add_embedding_length(c.dim)
-  w.add_feed_forward_length(c.ffn_dim)
-  w.add_head_count(c.num_heads)
-  w.add_head_count_kv(c.num_kv_heads)
-  w.add_key_length(c.head_dim)
-  w.add_value_length(c.head_dim)
-  w.add_rope_freq_base(c.rope_base)
-  w.add_layer_norm_rms_eps(c.norm_eps)
-  if c.arch == "gemma3":
-    w.add_sliding_window(c.sliding_window)
-    w.add_sliding_window_pattern([c.is_local(i) for i in range(c.num_layers)])
-  tokens, merges = _vocab(c.vocab_size)
-  w.add_tokenizer_model("gpt2")
-  w.add_tokenizer_pre("default")
-  w.add_token_list(tokens)
-  w.add_token_types([3 if t in SPECIALS else 1 for t in tokens])
-  w.add_token_merges(merges)
-  w.add_bos_token_id(1)
-  w.add_eos_token_id(2)
-  w.add_add_bos_token(c.arch == "gemma3")
-  w.add_chat_template(CHAT)
-  for name, x in tensors.items():
-    w.add_tensor(name, x)
-  w.write_header_to_file()
-  w.write_kv_data_to_file()
-  w.write_tensors_to_file()
-  w.close()
-  return path
-
-
 def _tiny_tokenizer(tmp_path, config):
   """The tokenizer of a tiny GGUF, to save next to an HF checkpoint."""
-  loaded = weights.load_model(str(_write_gguf(tmp_path / "tok.gguf", config,
-                                              _gguf_tensors(config, _params(config)))))
+  loaded = weights.load_model(str(write_gguf(tmp_path / "tok.gguf", config,
+                                              gguf_tensors(config, _params(config)))))
   return loaded.tokenizer
 
 
@@ -145,7 +59,7 @@ def _assert_same_model(loaded, config, params):
 @pytest.mark.parametrize("config", [_llama(), ModelConfig.tiny("gemma3")], ids=["llama", "gemma3"])
 def test_gguf_round_trip_undoes_llama_cpp_layout(tmp_path, config):
   params = _params(config)
-  path = _write_gguf(tmp_path / "tiny.gguf", config, _gguf_tensors(config, params))
+  path = write_gguf(tmp_path / "tiny.gguf", config, gguf_tensors(config, params))
   loaded = weights.load_model(str(path))
   _assert_same_model(loaded, config, params)
   assert loaded.name == "tiny" and loaded.bos_id == 1 and loaded.eos_ids == (2,)
@@ -162,7 +76,7 @@ def test_gguf_round_trip_undoes_llama_cpp_layout(tmp_path, config):
 def test_gguf_bfloat16(tmp_path):
   config = _llama()
   params = _params(config)
-  path = _write_gguf(tmp_path / "tiny.gguf", config, _gguf_tensors(config, params))
+  path = write_gguf(tmp_path / "tiny.gguf", config, gguf_tensors(config, params))
   loaded = weights.load_model(str(path), dtype="bfloat16")
   assert {x.dtype for x in jax.tree.leaves(loaded.params)} == {jnp.dtype(jnp.bfloat16)}
   np.testing.assert_allclose(loaded.params["embed"]["embedding"].astype(jnp.float32),
@@ -185,8 +99,8 @@ def test_unsupported_architecture_is_named(tmp_path):
   with pytest.raises(EagleError, match=r"model_type 'gpt2' is not supported.*llama.*gemma3"):
     weights.load_model(str(tmp_path))
   config = _llama()
-  tensors = _gguf_tensors(config, _params(config))
-  path = _write_gguf(tmp_path / "falcon.gguf", config, tensors, arch="falcon")
+  tensors = gguf_tensors(config, _params(config))
+  path = write_gguf(tmp_path / "falcon.gguf", config, tensors, arch="falcon")
   with pytest.raises(EagleError, match=r"architecture 'falcon' is not supported.*llama"):
     weights.load_model(str(path))
 
@@ -208,16 +122,16 @@ def test_shape_mismatch_names_the_tensor(tmp_path):
   with pytest.raises(EagleError, match=r"model\.layers\.1\.self_attn\.k_proj\.weight has "
                                        r"shape \(3, 32\), expected \(16, 32\)"):
     weights.load_model(str(path))
-  gguf_tensors = _gguf_tensors(config, _params(config))
-  del gguf_tensors["blk.0.ffn_up.weight"]
-  path = _write_gguf(tmp_path / "short.gguf", config, gguf_tensors)
+  tensors = gguf_tensors(config, _params(config))
+  del tensors["blk.0.ffn_up.weight"]
+  path = write_gguf(tmp_path / "short.gguf", config, tensors)
   with pytest.raises(EagleError, match=r"tensor blk\.0\.ffn_up\.weight is missing"):
     weights.load_model(str(path))
 
 
 def test_truncated_gguf(tmp_path):
   config = _llama()
-  path = _write_gguf(tmp_path / "tiny.gguf", config, _gguf_tensors(config, _params(config)))
+  path = write_gguf(tmp_path / "tiny.gguf", config, gguf_tensors(config, _params(config)))
   data = path.read_bytes()
   path.write_bytes(data[: len(data) // 2])
   with pytest.raises(EagleError, match="tiny.gguf: not a readable GGUF file"):
@@ -238,7 +152,7 @@ def test_resolve_errors_and_cache_dir(tmp_path, monkeypatch):
 
 
 def test_gguf_tokenizer_fields_grouped_as_transformers_does():
-  tokens, merges = _vocab(270)
+  tokens, merges = vocab(270)
   fields = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens,
             "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.merges": merges,
             "tokenizer.chat_template": CHAT}

@@ -41,7 +41,8 @@ def make_sampler(config, batch_size: int, model: str | None = None):
   c = config.llm
   return sampler_lib.Sampler(load_model(model or c.model, dtype=c.dtype), batch_size=batch_size,
                              buckets=tuple(c.prompt_buckets),
-                             mesh=distributed.mesh_from_config(config, local=True))
+                             mesh=distributed.mesh_from_config(config, local=True),
+                             native_kernels=c.get("native_kernels", True))
 
 
 def generate_fn(environment, config):

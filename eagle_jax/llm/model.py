@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eagle_jax.llm import gguf_matmul
 from eagle_jax.llm.config import ModelConfig
 
 Params = Any
@@ -99,6 +100,10 @@ class Linear(nn.Module):
   product: XLA's CPU GEMM multiplies a wide [out, in] left operand by a few activation rows
   1.5-2x faster than the transposed product at decode's batch sizes (`make bench-llm`);
   GPU and TPU compilers take either.
+
+  Beside its kernel a Linear may hold the same matrix as GGUF "blocks" (`weights.block_tree`):
+  products of a few rows (decode steps) then run in `gguf_matmul`'s native kernel, which
+  reads 4- or 8-bit weights instead of float32 ones.
   """
 
   features: tuple[int, ...]
@@ -116,10 +121,20 @@ class Linear(nn.Module):
 
     kernel = self.param("kernel", init, tuple(self.features) + in_shape)
     dtype = jnp.promote_types(x.dtype, kernel.dtype)
-    y = kernel_product(kernel.astype(dtype), x.astype(dtype), self.inputs)
+    if self.has_variable("params", "blocks") and few_rows(x, self.inputs):
+      y = gguf_matmul.matmul(x.reshape(*x.shape[:x.ndim - self.inputs], -1),
+                             self.get_variable("params", "blocks"))
+      y = y.reshape(y.shape[:-1] + tuple(self.features)).astype(dtype)
+    else:
+      y = kernel_product(kernel.astype(dtype), x.astype(dtype), self.inputs)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, self.features).astype(y.dtype)
     return y
+
+
+def few_rows(x: jax.Array, inputs: int) -> bool:
+  """Whether x's rows are few enough for `gguf_matmul` (decode steps, not prefill chunks)."""
+  return math.prod(x.shape[:x.ndim - inputs]) <= gguf_matmul.MAX_ROWS
 
 
 def kernel_product(kernel: jax.Array, x: jax.Array, inputs: int,
@@ -246,7 +261,10 @@ class Decoder(nn.Module):
       head = embed.embedding
     else:
       head = self.param("lm_head", nn.initializers.normal(0.02), (c.vocab_size, c.dim))
-    logits = kernel_product(head.astype(x.dtype), x, 1, preferred_element_type=jnp.float32)
+    if self.has_variable("params", "lm_head_blocks") and few_rows(x, 1):
+      logits = gguf_matmul.matmul(x, self.get_variable("params", "lm_head_blocks"))
+    else:
+      logits = kernel_product(head.astype(x.dtype), x, 1, preferred_element_type=jnp.float32)
     return logits, tuple(new_cache)
 
 

@@ -42,9 +42,11 @@ from jax.sharding import PartitionSpec as P
 
 from eagle_jax import distributed
 from eagle_jax.errors import EagleError
+from eagle_jax.llm import gguf_matmul
 from eagle_jax.llm import model as model_lib
 from eagle_jax.llm import partitioning
 from eagle_jax.llm import prompting
+from eagle_jax.llm.weights import with_blocks
 
 # The output buffer is rounded up to this many tokens: nearby max_new_tokens share a program.
 _BUFFER_MULTIPLE = 32
@@ -356,7 +358,7 @@ class Sampler:
 
   def __init__(self, model, *, buckets: Sequence[int] = (128, 256, 512), batch_size: int = 16,
                mesh: jax.sharding.Mesh | None = None,
-               prefill_chunk: int = PREFILL_CHUNK):
+               prefill_chunk: int = PREFILL_CHUNK, native_kernels: bool = True):
     if not buckets or min(buckets) < 1:
       raise EagleError(f"prompt buckets must be positive lengths, got {tuple(buckets)}")
     if prefill_chunk < 1:
@@ -373,8 +375,19 @@ class Sampler:
                       else (model.eos_ids[0] if model.eos_ids else 0))
     leaves = jax.tree.leaves(model.params)
     self.dtype = np.dtype(max(leaves, key=lambda x: x.size).dtype)  # The embedding's dtype.
-    self.params = jax.device_put(model.params,
-                                 partitioning.param_shardings(model.params, self.mesh))
+    # None when decode steps multiply the GGUF's blocks natively; else why they cannot.
+    self.native_reason = self._native_reason(native_kernels)
+    params = model.params if self.native_reason else with_blocks(model.params, model.blocks)
+    self.params = jax.device_put(params, partitioning.param_shardings(params, self.mesh))
+
+  def _native_reason(self, wanted: bool) -> str | None:
+    if not wanted:
+      return "native kernels are off (llm.native_kernels)"
+    if not self.model.blocks:
+      return f"{self.model.name} has no Q4_1 / Q8_0 GGUF matrices"
+    if self.mesh.size != 1 or self.mesh.devices.flat[0].platform != "cpu":
+      return "the native kernel runs on a single CPU device"
+    return gguf_matmul.unavailable_reason()
 
   def _program(self, strategy: Strategy) -> _Program:
     return _Program(self.model.config, strategy, self.pad_id, tuple(self.model.eos_ids),

@@ -24,6 +24,7 @@ import transformers
 
 from eagle_jax.config import LLM_DTYPES
 from eagle_jax.errors import EagleError
+from eagle_jax.llm import gguf_matmul
 from eagle_jax.llm import registry
 from eagle_jax.llm import tokenizer as tokenizer_lib
 from eagle_jax.llm.config import ModelConfig
@@ -75,6 +76,10 @@ class LoadedModel:
   bos_id: int | None
   eos_ids: tuple[int, ...]
   add_bos: bool
+  # The GGUF's weight matrices still in their Q4_1 / Q8_0 blocks, as a tree of
+  # {"blocks": uint8 [out, in / 32, bytes]} at the params' paths (the LM head's at
+  # "lm_head_blocks"), for `gguf_matmul`; {} when the source has none.
+  blocks: Any = dataclasses.field(default_factory=dict)
 
 
 # The weights' dtype that decodes fastest on each backend, for dtype="auto". bf16 halves the
@@ -98,12 +103,12 @@ def load_model(spec: str, dtype: Any = "float32") -> LoadedModel:
   files = registry.resolve(spec)
   dtype = resolve_dtype(dtype)
   if files.kind == "gguf":
-    config, params, tok = _load_gguf(files.path, dtype)
+    config, params, tok, blocks = _load_gguf(files.path, dtype)
   else:
-    config, params, tok = _load_hf_dir(files.path, dtype)
+    (config, params, tok), blocks = _load_hf_dir(files.path, dtype), {}
   return LoadedModel(name=files.name, config=config, params=params, tokenizer=tok.tokenizer,
                      chat_template=tok.chat_template, bos_id=tok.bos_id, eos_ids=tok.eos_ids,
-                     add_bos=tok.add_bos)
+                     add_bos=tok.add_bos, blocks=blocks)
 
 
 def read_config(files: registry.ModelFiles) -> ModelConfig:
@@ -155,6 +160,40 @@ def build_params(config: ModelConfig, source, dtype) -> dict:
   return jax.tree.map(jnp.asarray, params)
 
 
+def block_tree(config: ModelConfig, source: "_GgufSource") -> dict:
+  """The weight matrices a GGUF stores in blocks `gguf_matmul` reads, at their `Decoder`
+  paths ({"blocks": ...} beside each "kernel"); the LM head (tied or not) at
+  "lm_head_blocks". Matrices in other types are left to XLA's float products."""
+  c = config
+  tree = {}
+
+  def put(path, key, layer=None):
+    blocks = source.blocks(key, layer)
+    if blocks is not None:
+      node = tree
+      for name in path:
+        node = node.setdefault(name, {})
+      node["blocks"] = blocks
+
+  for i in range(c.num_layers):
+    for key in ("q", "k", "v", "o"):
+      put((f"layers_{i}", "attn", key), key, i)
+    for key in ("gate", "up", "down"):
+      put((f"layers_{i}", "mlp", key), key, i)
+  head = source.blocks("embed" if c.tie_embeddings else "lm_head", None)
+  if head is not None:
+    tree["lm_head_blocks"] = head
+  return tree
+
+
+def with_blocks(params: dict, blocks: dict) -> dict:
+  """`params` with the `block_tree` leaves merged in at their paths."""
+  out = dict(params)
+  for name, sub in blocks.items():
+    out[name] = with_blocks(params.get(name, {}), sub) if isinstance(sub, dict) else sub
+  return out
+
+
 def _check_shape(path: pathlib.Path, name: str, actual: tuple[int, ...] | None,
                  expected: tuple[int, ...]) -> None:
   if actual is None:
@@ -198,6 +237,20 @@ class _GgufSource:
     if self.arch == "gemma3" and name.endswith("norm.weight"):
       x = x - 1.0
     return x
+
+  def blocks(self, key: str, layer: int | None) -> np.ndarray | None:
+    """A matrix's GGUF blocks [out, in / 32, bytes] (q/k rows unpermuted as in `load`), when
+    its type is one `gguf_matmul` reads; else None."""
+    t = self.tensors.get(_NAMES[key][0].format(i=layer))
+    size = None if t is None else gguf_matmul.BLOCK_BYTES.get(t.tensor_type.name)
+    if size is None or len(t.shape) != 2:
+      return None
+    rows = int(t.shape[1])
+    x = np.asarray(t.data, np.uint8).reshape(rows, -1, size)
+    if self.arch == "llama" and key in ("q", "k"):
+      x = unpermute_rope_rows(x, self.config.num_heads if key == "q" else
+                              self.config.num_kv_heads)
+    return np.ascontiguousarray(x)
 
 
 def unpermute_rope_rows(x: np.ndarray, num_heads: int) -> np.ndarray:
@@ -291,9 +344,10 @@ def _open_gguf(path: pathlib.Path) -> tuple[ModelConfig, dict[str, Any], dict]:
 def _load_gguf(path: pathlib.Path, dtype):
   config, fields, tensors = _open_gguf(path)
   arch = fields["general.architecture"]
-  params = build_params(config, _GgufSource(path, tensors, arch, config), dtype)
+  source = _GgufSource(path, tensors, arch, config)
+  params = build_params(config, source, dtype)
   tok = tokenizer_lib.from_gguf_fields(arch, fields)
-  return config, params, tok
+  return config, params, tok, block_tree(config, source)
 
 
 # ----------------------------------------------------------------------------- HF folders
