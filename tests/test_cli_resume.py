@@ -36,6 +36,16 @@ ITERATIONS = 8
 TIMING = ("time/", "env/tokens_per_s", "env/remembered")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """The CLI processes of this module share XLA's persistent cache: each `train` after the
+  first loads its programs instead of compiling them again (the computation is the same)."""
+  with pytest.MonkeyPatch.context() as env:
+    env.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
+    env.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    yield
+
+
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory):
   path = tmp_path_factory.mktemp("llm") / "tiny-smollm2"
