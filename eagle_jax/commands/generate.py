@@ -40,6 +40,7 @@ def _with_config_defaults(args: argparse.Namespace) -> None:
   for flag in ("model", "max_new_tokens", "temperature", "top_k", "top_p", "dtype"):
     if getattr(args, flag) is None:
       setattr(args, flag, llm[flag])
+  args.native_kernels = llm.get("native_kernels", True)  # No flag: --config.llm.native_kernels.
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
   strategy = sampler_lib.make_strategy(args.temperature, args.top_k, args.top_p)
   model = load_model(args.model, dtype=args.dtype)
-  sampler = sampler_lib.Sampler(model, batch_size=len(args.prompt))
+  sampler = sampler_lib.Sampler(model, batch_size=len(args.prompt),
+                                native_kernels=args.native_kernels)
   out = sampler.sample(args.prompt, max_new_tokens=args.max_new_tokens, strategy=strategy,
                        seed=args.seed, apply_template=not args.no_chat_template)
   for prompt, text, n, finished in zip(args.prompt, out.texts, out.num_generated, out.finished):
@@ -62,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"[{n} tokens, {'finished' if finished else 'hit --max-new-tokens'}]\n")
   total = out.prefill_s + out.decode_s
   print(f"{model.name}: {out.tokens} tokens in {total:.1f} s (prefill {out.prefill_s:.1f} s, "
-        f"decode {out.decode_s:.1f} s, compilation included)")
+        f"decode {out.decode_s:.1f} s, compilation included; decode products: "
+        f"{sampler.native_reason or 'native GGUF kernel'})")
   return 0
