@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 
+from eagle_jax.errors import EagleError
 from eagle_jax.llm import registry
 from eagle_jax.run.artifacts import atomic_path
 
@@ -81,10 +82,10 @@ def unavailable_reason() -> str | None:
 
 
 def matmul(x: jax.Array, blocks: jax.Array) -> jax.Array:
-  """x [..., K] float32 times the matrix [N, K] stored as blocks [N, K / 32, bytes] -> [..., N].
-
-  Call `unavailable_reason()` first: it registers the kernel.
-  """
+  """x [..., K] float32 times the matrix [N, K] stored as blocks [N, K / 32, bytes] -> [..., N]."""
+  reason = unavailable_reason()  # Builds and registers the kernel once.
+  if reason is not None:
+    raise EagleError(f"gguf_matmul: {reason}")
   n, num_blocks, _ = blocks.shape
   rows = x.reshape(-1, num_blocks * BLOCK).astype(jnp.float32)
   y = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((rows.shape[0], n), jnp.float32))(
