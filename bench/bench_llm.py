@@ -3,9 +3,10 @@ SmolLM2-135M, interleaved in one run and repeated.
 
 The same GGUF weights everywhere, the same chat-templated prompt token ids, the same batch,
 greedy. HF multiplies their float32 dequantisation; so does the JAX variant `jax-xla`
-(`native_kernels=False`: XLA's products). The JAX sampler as it ships (`jax`) multiplies the
-GGUF's own Q4_1 / Q8_0 blocks in its native kernel in decode steps of at most
-`gguf_matmul.MAX_ROWS` rows: the same weight values, float32 activations. llama.cpp runs the
+(`native_kernels=False`: XLA's kernels). The JAX sampler as it ships (`jax`) runs decode steps
+of at most `native_kernels.MAX_ROWS` rows in its native kernels: products of the GGUF's own
+Q4_1 / Q8_0 blocks (the same weight values, float32 activations) and attention over the KV
+cache. llama.cpp runs the
 Q4 GGUF itself (its activations quantised to 8 bits). Two measures per batch size:
   * decode: EOS ignored, so every row produces `--new-tokens` tokens; aggregate decode tok/s
     = batch x (new_tokens - 1) / decode time (the first token comes out of the prefill);
@@ -298,7 +299,7 @@ def main() -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
 
-  from eagle_jax.llm import gguf_matmul, prompting, registry  # pylint: disable=g-import-not-at-top
+  from eagle_jax.llm import native_kernels, prompting, registry  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.sampler import Sampler  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.weights import load_model  # pylint: disable=g-import-not-at-top
   from eagle_jax.run import artifacts  # pylint: disable=g-import-not-at-top
@@ -326,9 +327,9 @@ def main() -> int:
   bandwidth = memory_bandwidth_gb_s()
 
   kinds = ["jax", "jax-xla"] + [k for k in ("torch", "llama_cpp") if baselines[k]]
-  # Where the native kernel is not used (batches past MAX_ROWS) the two JAX variants are one
+  # Where the native kernels are not used (batches past MAX_ROWS) the two JAX variants are one
   # program; llama.cpp is measured single-stream.
-  batches_of = {"jax-xla": [b for b in args.batches if b <= gguf_matmul.MAX_ROWS],
+  batches_of = {"jax-xla": [b for b in args.batches if b <= native_kernels.MAX_ROWS],
                 "llama_cpp": [1]}
   runs: dict[str, list[dict]] = {k: [] for k in kinds}
   for _ in tqdm.trange(args.repeats, desc="bench repeats"):
@@ -367,13 +368,13 @@ def main() -> int:
   float_bytes = sum(x.nbytes for x in jax.tree.leaves(lm.params))
   block_bytes = sum(x.nbytes for x in jax.tree.leaves(lm.blocks))
   # Float32 matrices the blocks replace (the tied embedding's table is only gathered from).
-  replaced = sum(x.size // x.shape[-1] * gguf_matmul.BLOCK * 4
+  replaced = sum(x.size // x.shape[-1] * native_kernels.BLOCK * 4
                  for x in jax.tree.leaves(lm.blocks))
   cache_length = args.bucket + -(-args.new_tokens // 32) * 32
   roofline = {}
   for batch in args.batches:
     kv_bytes = c.num_layers * 2 * batch * cache_length * c.num_kv_heads * c.head_dim * 4
-    param_bytes = float_bytes - replaced + block_bytes if batch <= gguf_matmul.MAX_ROWS \
+    param_bytes = float_bytes - replaced + block_bytes if batch <= native_kernels.MAX_ROWS \
         else float_bytes
     ours = next((r for r in rows if r["backend"] == "jax" and r["batch"] == batch), None)
     if ours:

@@ -83,8 +83,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.llm = ml_collections.ConfigDict()
   c.llm.model = "smollm2"  # "smollm2", "gemma3-270m", an HF checkpoint dir or a .gguf file.
   c.llm.dtype = "auto"  # float32 on CPU, bfloat16 on GPU/TPU: the fastest measured.
-  # On one CPU device, decode steps multiply the GGUF's 4/8-bit blocks in a native kernel
-  # (`llm/gguf_matmul.py`), reading 5x fewer bytes per token than float32 weights.
+  # On one CPU device, decode steps run in native kernels (`llm/native_kernels.py`): products
+  # read the GGUF's 4/8-bit blocks, 5x fewer bytes than float32 weights, and attention over
+  # the cache avoids XLA's tiny per-head GEMMs.
   c.llm.native_kernels = True
   c.llm.max_new_tokens = 64  # ~3 sentences; rewrites are cut at the last sentence end.
   # Greedy decoding: a deterministic environment. SmolLM2's sampled rewrites (0.7) vary so

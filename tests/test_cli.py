@@ -56,7 +56,7 @@ def test_generate_reads_its_defaults_from_the_config():
   out = _run("generate", "--prompt", "Name a movie.", "--config.llm.max_new_tokens=3")
   assert out.returncode == 0, out.stderr
   assert "[3 tokens, hit --max-new-tokens]" in out.stdout and "smollm2" in out.stdout
-  assert "decode products: " in out.stdout  # The native kernel, or why XLA's.
+  assert "decode kernels: " in out.stdout  # The native kernels, or why XLA's.
 
 
 def _one_line_error(out, start):

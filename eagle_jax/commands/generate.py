@@ -64,6 +64,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"[{n} tokens, {'finished' if finished else 'hit --max-new-tokens'}]\n")
   total = out.prefill_s + out.decode_s
   print(f"{model.name}: {out.tokens} tokens in {total:.1f} s (prefill {out.prefill_s:.1f} s, "
-        f"decode {out.decode_s:.1f} s, compilation included; decode products: "
-        f"{sampler.native_reason or 'native GGUF kernel'})")
+        f"decode {out.decode_s:.1f} s, compilation included; decode kernels: "
+        f"{sampler.decode_kernels})")
   return 0

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eagle_jax.llm import gguf_matmul
+from eagle_jax.llm import native_kernels
 from eagle_jax.llm.config import ModelConfig
 
 Params = Any
@@ -102,8 +102,8 @@ class Linear(nn.Module):
   GPU and TPU compilers take either.
 
   Beside its kernel a Linear may hold the same matrix as GGUF "blocks" (`weights.block_tree`):
-  products of a few rows (decode steps) then run in `gguf_matmul`'s native kernel, which
-  reads 4- or 8-bit weights instead of float32 ones.
+  products of a few rows (decode steps) then run in `native_kernels.matmul`, which reads 4- or
+  8-bit weights instead of float32 ones.
   """
 
   features: tuple[int, ...]
@@ -122,7 +122,7 @@ class Linear(nn.Module):
     kernel = self.param("kernel", init, tuple(self.features) + in_shape)
     dtype = jnp.promote_types(x.dtype, kernel.dtype)
     if self.has_variable("params", "blocks") and few_rows(x, self.inputs):
-      y = gguf_matmul.matmul(x.reshape(*x.shape[:x.ndim - self.inputs], -1),
+      y = native_kernels.matmul(x.reshape(*x.shape[:x.ndim - self.inputs], -1),
                              self.get_variable("params", "blocks"))
       y = y.reshape(y.shape[:-1] + tuple(self.features)).astype(dtype)
     else:
@@ -133,8 +133,8 @@ class Linear(nn.Module):
 
 
 def few_rows(x: jax.Array, inputs: int) -> bool:
-  """Whether x's rows are few enough for `gguf_matmul` (decode steps, not prefill chunks)."""
-  return math.prod(x.shape[:x.ndim - inputs]) <= gguf_matmul.MAX_ROWS
+  """Whether x's rows are few enough for `native_kernels` (decode steps, not prefill chunks)."""
+  return math.prod(x.shape[:x.ndim - inputs]) <= native_kernels.MAX_ROWS
 
 
 def kernel_product(kernel: jax.Array, x: jax.Array, inputs: int,
@@ -147,11 +147,40 @@ def kernel_product(kernel: jax.Array, x: jax.Array, inputs: int,
   return jnp.moveaxis(y, tuple(range(out)), tuple(range(y.ndim - out, y.ndim)))
 
 
+def cache_scores(q: jax.Array, keys: jax.Array, native: bool) -> jax.Array:
+  """Queries q [B, S, Hkv, G, D] against the cache's keys [B, Hkv, T, D]: float32 [B, Hkv, G,
+  S, T]. XLA:CPU runs this as a tiny GEMM per (row, KV head); `native` runs it in
+  `native_kernels`."""
+  if not native:  # The cache is the left operand, as kernels are (`Linear`): faster on CPU.
+    return jnp.einsum("bktd,bskgd->bkgst", keys.astype(q.dtype), q,
+                      preferred_element_type=jnp.float32)
+  b, s, h, g, d = q.shape
+  t = keys.shape[2]
+  scores = native_kernels.attention_scores(q.transpose(0, 2, 1, 3, 4).reshape(b * h, s * g, d),
+                                           keys.reshape(b * h, t, d))
+  return scores.reshape(b, h, s, g, t).transpose(0, 1, 3, 2, 4)
+
+
+def cache_values(probs: jax.Array, values: jax.Array, native: bool) -> jax.Array:
+  """Attention weights probs [B, Hkv, G, S, T] times the cache's values [B, Hkv, T, D]:
+  [B, S, Hkv, G, D] in probs' dtype."""
+  if not native:
+    return jnp.einsum("bktd,bkgst->bskgd", values.astype(probs.dtype), probs)
+  b, h, g, s, t = probs.shape
+  d = values.shape[3]
+  out = native_kernels.attention_values(probs.transpose(0, 1, 3, 2, 4).reshape(b * h, s * g, t),
+                                        values.reshape(b * h, t, d))
+  return out.reshape(b, h, s, g, d).transpose(0, 2, 1, 3, 4).astype(probs.dtype)
+
+
 class Attention(nn.Module):
-  """Grouped-query attention over a static cache, writing this call's keys/values into it."""
+  """Grouped-query attention over a static cache, writing this call's keys/values into it.
+
+  With `native`, decode steps attend in `native_kernels` (a single CPU device)."""
 
   config: ModelConfig
   local: bool
+  native: bool = False
 
   @nn.compact
   def __call__(self, x, positions, cache, write_index, attn_mask):
@@ -185,17 +214,15 @@ class Attention(nn.Module):
     cache_k, cache_v = write(cache["k"], k), write(cache["v"], v)
 
     q = q.reshape(b, s, c.num_kv_heads, groups, c.head_dim)
-    # The cache is the left operand of both contractions, as kernels are (`Linear`): XLA's
-    # CPU dot is faster with the wide operand first (decode 5-20 % at batch 8-32).
-    scores = jnp.einsum("bktd,bskgd->bkgst", cache_k.astype(q.dtype), q,
-                        preferred_element_type=jnp.float32) * c.attn_scale
+    native = self.native and few_rows(x, 1) and c.head_dim % native_kernels.LANES == 0
+    scores = cache_scores(q, cache_k, native) * c.attn_scale
     mask = attn_mask
     if self.local:  # Slot distance = token distance: pads never sit inside a row's tokens.
       t = cache_k.shape[2]
       mask = mask & ((query_slot[:, :, None] - jnp.arange(t)) < c.sliding_window)
     scores = jnp.where(mask[:, None, None], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-    out = jnp.einsum("bktd,bkgst->bskgd", cache_v.astype(x.dtype), probs)
+    out = cache_values(probs, cache_v, native)
     out = out.reshape(b, s, c.num_heads, c.head_dim)
     out = Linear((c.dim,), inputs=2, name="o")(out)
     return out, {"k": cache_k, "v": cache_v}
@@ -220,12 +247,13 @@ class Block(nn.Module):
 
   config: ModelConfig
   local: bool
+  native: bool = False
 
   @nn.compact
   def __call__(self, x, positions, cache, write_index, attn_mask):
     c = self.config
     norm = functools.partial(RMSNorm, c.norm_eps, c.offset_norms)
-    h, cache = Attention(c, self.local, name="attn")(
+    h, cache = Attention(c, self.local, self.native, name="attn")(
         norm(name="attn_norm")(x), positions, cache, write_index, attn_mask)
     if c.arch == "gemma3":
       h = norm(name="post_attn_norm")(h)
@@ -240,6 +268,7 @@ class Decoder(nn.Module):
   """Embedding, `num_layers` blocks, final norm and (tied or separate) LM head."""
 
   config: ModelConfig
+  native: bool = False  # Decode attention in `native_kernels` (see `apply`).
 
   @nn.compact
   def __call__(self, tokens, positions, cache, write_index, attn_mask, logits_at=None):
@@ -251,7 +280,7 @@ class Decoder(nn.Module):
       x = x * jnp.asarray(math.sqrt(c.dim), x.dtype)
     new_cache = []
     for i in range(c.num_layers):
-      x, layer_cache = Block(c, c.is_local(i), name=f"layers_{i}")(
+      x, layer_cache = Block(c, c.is_local(i), self.native, name=f"layers_{i}")(
           x, positions, cache[i], write_index, attn_mask)
       new_cache.append(layer_cache)
     if logits_at is not None:  # Only these positions need the (large) vocabulary projection.
@@ -262,7 +291,7 @@ class Decoder(nn.Module):
     else:
       head = self.param("lm_head", nn.initializers.normal(0.02), (c.vocab_size, c.dim))
     if self.has_variable("params", "lm_head_blocks") and few_rows(x, 1):
-      logits = gguf_matmul.matmul(x, self.get_variable("params", "lm_head_blocks"))
+      logits = native_kernels.matmul(x, self.get_variable("params", "lm_head_blocks"))
     else:
       logits = kernel_product(head.astype(x.dtype), x, 1, preferred_element_type=jnp.float32)
     return logits, tuple(new_cache)
@@ -286,7 +315,7 @@ def init_params(config: ModelConfig, rng: jax.Array, dtype=jnp.float32) -> Param
 
 def apply(params: Params, config: ModelConfig, tokens: jax.Array, positions: jax.Array,
           cache: Cache, write_index: jax.Array, attn_mask: jax.Array,
-          logits_at: jax.Array | None = None) -> tuple[jax.Array, Cache]:
+          logits_at: jax.Array | None = None, native: bool = False) -> tuple[jax.Array, Cache]:
   """Runs tokens [B, S] through the decoder, writing their K/V at cache slots write_index + i.
 
   Args:
@@ -301,6 +330,8 @@ def apply(params: Params, config: ModelConfig, tokens: jax.Array, positions: jax
       by the caller); Gemma local layers additionally keep only slots within the window.
     logits_at: optional int32 [B, K] indices into S: return logits only there ([B, K, V]),
       e.g. the last prompt token at prefill, which saves a [B, S, V] projection.
+    native: decode steps attend over the cache in `native_kernels`, which must be available
+      (a single CPU device). Products use them wherever `params` hold GGUF blocks.
 
   Returns:
     (float32 logits [B, S or K, V], updated cache).
@@ -308,7 +339,7 @@ def apply(params: Params, config: ModelConfig, tokens: jax.Array, positions: jax
   b, s = tokens.shape
   chex.assert_shape(positions, (b, s))
   chex.assert_shape(attn_mask, (b, s, cache[0]["k"].shape[2]))
-  return Decoder(config).apply({"params": params}, tokens, positions, cache,
+  return Decoder(config, native).apply({"params": params}, tokens, positions, cache,
                                jnp.asarray(write_index, jnp.int32), attn_mask, logits_at)
 
 

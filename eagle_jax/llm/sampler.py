@@ -42,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from eagle_jax import distributed
 from eagle_jax.errors import EagleError
-from eagle_jax.llm import gguf_matmul
+from eagle_jax.llm import native_kernels
 from eagle_jax.llm import model as model_lib
 from eagle_jax.llm import partitioning
 from eagle_jax.llm import prompting
@@ -194,6 +194,7 @@ class _Program:
   eos_ids: tuple[int, ...]
   dtype: np.dtype  # KV cache dtype.
   mesh: jax.sharding.Mesh
+  native: bool = False  # Decode attention in `native_kernels`.
 
   def constrain(self, tree):
     """Rows (the leading axis) on the `data` axis when they divide over it, else replicated
@@ -255,7 +256,7 @@ def _extend(params, cache, start, tokens, lengths, last_logits, has_last, *, pro
   attn_mask = jnp.arange(cache_length)[None, None, :] <= positions[:, :, None]
   at = jnp.clip(lengths - 1, 0, chunk - 1)[:, None]  # Only the last token needs logits.
   logits, cache = model_lib.apply(params, program.config, tokens, positions, cache, start,
-                                  attn_mask, logits_at=at)
+                                  attn_mask, logits_at=at, native=program.native)
   return program.constrain((cache, jnp.where(has_last[:, None], logits[:, 0], last_logits)))
 
 
@@ -294,7 +295,7 @@ def _decode(params, state: _Slots, max_new_tokens, until_done, *, program: _Prog
   def body(s: _Slots):
     attn_mask = (cache_slots[None, :] <= s.length[:, None])[:, None, :]
     logits, cache = model_lib.apply(params, program.config, s.last[:, None], s.length[:, None],
-                                    s.cache, s.length, attn_mask)
+                                    s.cache, s.length, attn_mask, native=program.native)
     tokens, logprobs = program.sample(logits[:, 0], s.keys, s.count)
     active = ~s.done
     write = active[:, None] & (columns[None, :] == s.count[:, None])
@@ -375,23 +376,34 @@ class Sampler:
                       else (model.eos_ids[0] if model.eos_ids else 0))
     leaves = jax.tree.leaves(model.params)
     self.dtype = np.dtype(max(leaves, key=lambda x: x.size).dtype)  # The embedding's dtype.
-    # None when decode steps multiply the GGUF's blocks natively; else why they cannot.
+    # None when decode steps run in `native_kernels` (attention; products too where the model
+    # has GGUF blocks); else why they cannot.
     self.native_reason = self._native_reason(native_kernels)
-    params = model.params if self.native_reason else with_blocks(model.params, model.blocks)
+    params = model.params
+    if self.native_reason is None:
+      params = with_blocks(params, model.blocks)
     self.params = jax.device_put(params, partitioning.param_shardings(params, self.mesh))
 
   def _native_reason(self, wanted: bool) -> str | None:
     if not wanted:
       return "native kernels are off (llm.native_kernels)"
-    if not self.model.blocks:
-      return f"{self.model.name} has no Q4_1 / Q8_0 GGUF matrices"
     if self.mesh.size != 1 or self.mesh.devices.flat[0].platform != "cpu":
-      return "the native kernel runs on a single CPU device"
-    return gguf_matmul.unavailable_reason()
+      return "the native kernels run on a single CPU device"
+    return native_kernels.unavailable_reason()
+
+  @property
+  def decode_kernels(self) -> str:
+    """Which kernels decode steps run, in words (for logs)."""
+    if self.native_reason:
+      return f"XLA's ({self.native_reason})"
+    if not self.model.blocks:
+      return (f"native attention, XLA's products ({self.model.name} has no Q4_1 / Q8_0 GGUF "
+              "matrices)")
+    return "native attention and GGUF-block products"
 
   def _program(self, strategy: Strategy) -> _Program:
     return _Program(self.model.config, strategy, self.pad_id, tuple(self.model.eos_ids),
-                    self.dtype, self.mesh)
+                    self.dtype, self.mesh, self.native_reason is None)
 
   # -- host ---------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import transformers
 
 from eagle_jax.config import LLM_DTYPES
 from eagle_jax.errors import EagleError
-from eagle_jax.llm import gguf_matmul
+from eagle_jax.llm import native_kernels
 from eagle_jax.llm import registry
 from eagle_jax.llm import tokenizer as tokenizer_lib
 from eagle_jax.llm.config import ModelConfig
@@ -78,7 +78,7 @@ class LoadedModel:
   add_bos: bool
   # The GGUF's weight matrices still in their Q4_1 / Q8_0 blocks, as a tree of
   # {"blocks": uint8 [out, in / 32, bytes]} at the params' paths (the LM head's at
-  # "lm_head_blocks"), for `gguf_matmul`; {} when the source has none.
+  # "lm_head_blocks"), for `native_kernels.matmul`; {} when the source has none.
   blocks: Any = dataclasses.field(default_factory=dict)
 
 
@@ -161,8 +161,8 @@ def build_params(config: ModelConfig, source, dtype) -> dict:
 
 
 def block_tree(config: ModelConfig, source: "_GgufSource") -> dict:
-  """The weight matrices a GGUF stores in blocks `gguf_matmul` reads, at their `Decoder`
-  paths ({"blocks": ...} beside each "kernel"); the LM head (tied or not) at
+  """The weight matrices a GGUF stores in blocks `native_kernels.matmul` reads, at their
+  `Decoder` paths ({"blocks": ...} beside each "kernel"); the LM head (tied or not) at
   "lm_head_blocks". Matrices in other types are left to XLA's float products."""
   c = config
   tree = {}
@@ -240,9 +240,9 @@ class _GgufSource:
 
   def blocks(self, key: str, layer: int | None) -> np.ndarray | None:
     """A matrix's GGUF blocks [out, in / 32, bytes] (q/k rows unpermuted as in `load`), when
-    its type is one `gguf_matmul` reads; else None."""
+    its type is one `native_kernels.matmul` reads; else None."""
     t = self.tensors.get(_NAMES[key][0].format(i=layer))
-    size = None if t is None else gguf_matmul.BLOCK_BYTES.get(t.tensor_type.name)
+    size = None if t is None else native_kernels.BLOCK_BYTES.get(t.tensor_type.name)
     if size is None or len(t.shape) != 2:
       return None
     rows = int(t.shape[1])
