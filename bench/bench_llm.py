@@ -103,7 +103,7 @@ def jax_worker(req: dict) -> dict:
     sampler = sampler_lib.Sampler(free, buckets=(req["bucket"],), batch_size=batch,
                                   native_kernels=native)
     if native and sampler.native_reason:
-      raise RuntimeError(f"the native kernel was asked for: {sampler.native_reason}")
+      raise RuntimeError(f"the native kernels were asked for: {sampler.native_reason}")
     prompts = req["prompts"][:batch]  # Already chat-templated.
     assert [sampler.encode(p) for p in prompts] == req["ids"][:batch]
     compile_s.clear()
@@ -299,7 +299,8 @@ def main() -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
 
-  from eagle_jax.llm import native_kernels, prompting, registry  # pylint: disable=g-import-not-at-top
+  from eagle_jax.llm import native_kernels, registry  # pylint: disable=g-import-not-at-top
+  from eagle_jax.llm import prompting  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.sampler import Sampler  # pylint: disable=g-import-not-at-top
   from eagle_jax.llm.weights import load_model  # pylint: disable=g-import-not-at-top
   from eagle_jax.run import artifacts  # pylint: disable=g-import-not-at-top

@@ -19,7 +19,7 @@ from eagle_jax.llm.config import ModelConfig
 from tests.llm_files import gguf_tensors, write_gguf
 
 REASON = native_kernels.unavailable_reason()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no native kernel here: {REASON}")
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no native kernels here: {REASON}")
 
 
 def _quantized(qtype: str, n: int, k: int, seed: int = 0):

@@ -61,9 +61,9 @@ class Stage:
   files: tuple[str, ...] = ()  # what travels with it: its caches, or text it reads
 
 
-# What decodes text without changing it: batch sizes, and the native kernel (the same weights,
-# summed in another order, as another batch size's GEMM would). Left out, so a faster setting
-# reuses.
+# What decodes text without changing it: batch sizes, and the native kernels (the same
+# products, summed in another order, as another batch size's GEMM would). Left out, so a faster
+# setting reuses.
 _THROUGHPUT = ("llm.batch_size", "llm.native_kernels", "encoder.batch_size",
                "describe.batch_size")
 # The environment's text: the LLM and how it samples.
