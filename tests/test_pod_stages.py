@@ -84,8 +84,9 @@ def test_a_failure_on_process_zero_fails_the_waiting_process(tmp_path):
        str(tmp_path / "run"), "--descriptions", str(tmp_path / "nope.csv")])
   assert rc0 == 2 and "nope.csv: not found" in out0, out0[-3000:]
   assert rc1 == 2, out1[-3000:]
-  assert out1.strip().splitlines()[-1] == ("error: `prepare` failed on process 0 (exit "
-                                           "status 1); its log says why")
+  # Gloo's C++ side may log its connection after our last line: only our lines are compared.
+  ours = [line for line in out1.strip().splitlines() if not line.startswith("[Gloo]")]
+  assert ours[-1] == "error: `prepare` failed on process 0 (exit status 1); its log says why"
 
 
 def test_a_host_local_checkpoint_in_a_two_process_job(tmp_path):
