@@ -123,7 +123,7 @@ class Linear(nn.Module):
     dtype = jnp.promote_types(x.dtype, kernel.dtype)
     if self.has_variable("params", "blocks") and few_rows(x, self.inputs):
       y = native_kernels.matmul(x.reshape(*x.shape[:x.ndim - self.inputs], -1),
-                             self.get_variable("params", "blocks"))
+                                self.get_variable("params", "blocks"))
       y = y.reshape(y.shape[:-1] + tuple(self.features)).astype(dtype)
     else:
       y = kernel_product(kernel.astype(dtype), x.astype(dtype), self.inputs)
@@ -340,7 +340,8 @@ def apply(params: Params, config: ModelConfig, tokens: jax.Array, positions: jax
   chex.assert_shape(positions, (b, s))
   chex.assert_shape(attn_mask, (b, s, cache[0]["k"].shape[2]))
   return Decoder(config, native).apply({"params": params}, tokens, positions, cache,
-                               jnp.asarray(write_index, jnp.int32), attn_mask, logits_at)
+                                       jnp.asarray(write_index, jnp.int32), attn_mask,
+                                       logits_at)
 
 
 @functools.partial(jax.jit, static_argnames="config")
